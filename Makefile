@@ -1,0 +1,29 @@
+# `make run` and `make test` each set up .venv on first use, then run.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly: 2.13.0 resolves to the local CPU wheel.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[onnx,test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/mlgauge run
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/harness_overhead.py
+	$(PY) benchmarks/backend_efficiency.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
