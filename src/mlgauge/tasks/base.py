@@ -16,34 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class QualityTarget:
-    """``value >= reference * fraction`` (MLPerf states targets as a fraction of a reference)."""
-
-    metric: str
-    unit: str
-    reference: float
-    fraction: float
-    source: str = ""
-
-    @property
-    def threshold(self) -> float:
-        return self.reference * self.fraction
-
-    def passed(self, value: float) -> bool:
-        # Round to the metric's printed precision so 75.6954 vs 75.69540000001 cannot flip.
-        return round(value, 6) >= round(self.threshold, 6)
-
-    def to_dict(self) -> dict:
-        return {
-            "metric": self.metric,
-            "unit": self.unit,
-            "reference": self.reference,
-            "fraction": self.fraction,
-            "threshold": self.threshold,
-            "source": self.source,
-        }
+from mlgauge.rules import QualityTarget
 
 
 @dataclass(frozen=True)
@@ -125,8 +98,15 @@ class Task(Protocol):
     name: str
     title: str
 
-    def workload(self, dataset_path: Path | None = None, weights_path: Path | None = None) -> Workload:
-        """Bind to real data (``dataset_path``) or to the prepared synthetic stand-in."""
+    def workload(
+        self,
+        dataset_path: Path | None = None,
+        weights_path: Path | None = None,
+        count: int | None = None,
+        round: str = ...,
+    ) -> Workload:
+        """Bind to real data (``dataset_path``) or to the prepared synthetic stand-in;
+        ``count`` keeps only the first samples."""
         ...
 
     def is_prepared(self) -> bool:

@@ -1,0 +1,28 @@
+"""The null backend answers at once: it measures the harness and LoadGen, not a model."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from mlgauge.backends.base import BackendOptions
+from mlgauge.tasks.base import ModelSource
+
+
+class NullBackend:
+    name: ClassVar[str] = "null"
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+
+    def load(self, model: ModelSource) -> None:
+        self._model_name = model.name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # One score per sample: enough for any task's post-processing to produce a (wrong) answer.
+        return np.zeros((len(batch), 1), dtype=np.float32)
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "version": "-", "device": "none", "model": self._model_name}

@@ -1,0 +1,64 @@
+"""PyTorch eager (optionally ``torch.compile``) backend."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from mlgauge.backends.base import BackendOptions
+from mlgauge.errors import BackendError, ModelError
+from mlgauge.tasks.base import ModelSource
+
+
+class TorchBackend:
+    name: ClassVar[str] = "torch"
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+        self._model = None
+
+    def _device(self, torch) -> str:
+        want = self.options.device
+        if want == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise BackendError("device 'cuda' was asked for but torch sees no CUDA GPU", hint="Use --device cpu")
+        if want not in ("cpu", "cuda"):
+            raise BackendError(f"unknown device '{want}'", hint="Use cpu, cuda or auto")
+        return want
+
+    def load(self, model: ModelSource) -> None:
+        import torch
+
+        if model.build is None:
+            raise ModelError(
+                f"the torch backend cannot run {model.onnx_path}: it is an ONNX file",
+                hint="Use --backend onnxruntime for ONNX models, or give PyTorch weights",
+            )
+        torch.set_num_threads(self.options.resolved_threads)
+        self._torch = torch
+        self.device = self._device(torch)
+        module = model.build().to(self.device).eval()
+        if self.options.compile:
+            module = torch.compile(module)
+        self._model = module
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch)
+            if self.device != "cpu":
+                x = x.to(self.device, non_blocking=True)
+            return self._model(x).float().cpu().numpy()
+
+    def describe(self) -> dict:
+        torch = self._torch
+        return {
+            "backend": self.name,
+            "version": torch.__version__,
+            "device": self.device,
+            "compile": self.options.compile,
+            "threads": torch.get_num_threads(),
+        }

@@ -1,0 +1,56 @@
+"""The typed description of one LoadGen run: everything a worker process needs.
+
+It crosses the process boundary as JSON, so it holds plain values only and
+building it has no side effects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from mlgauge.rules import DEFAULT_ROUND
+
+MODES = ("performance", "accuracy")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    scenario: str
+    mode: str
+    backend: str
+    out_dir: str
+    style: str = "quick"
+    rules_round: str = DEFAULT_ROUND
+    dataset_path: str | None = None
+    weights_path: str | None = None
+    count: int | None = None
+    conf_path: str | None = None  # the user's user.conf
+    flags: dict[str, float] = field(default_factory=dict)  # user.conf keys set by CLI flags
+    threads: int = 0
+    device: str = "cpu"
+    compile: bool = False
+    max_batch: int = 32
+    workers: int = 1
+    max_wait_ms: float = 1.0
+    run_id: str = ""
+
+    def with_(self, **changes) -> RunSpec:
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} {self.scenario} {self.mode}"
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out_dir)

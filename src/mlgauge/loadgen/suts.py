@@ -1,0 +1,182 @@
+"""Systems under test, one shape per scenario, all on LoadGen's ``ConstructFastSUT``.
+
+* SingleStream: inline. LoadGen sends the next query only after the previous
+  completes, so a thread hand-off would add latency and buy nothing.
+* MultiStream, Offline: batching workers. Queries are cut into batches of at most
+  ``max_batch`` and run by ``workers`` threads (frameworks release the GIL).
+* Server: a dynamic-batching server. Arrivals queue up; a worker takes whatever
+  is queued, up to ``max_batch``. Only when it found the queue empty does it wait
+  (at most ``max_wait``) for a batch to fill, so under load batches grow and
+  throughput rises, while a lone query is never held longer than ``max_wait``.
+
+Responses point into one contiguous array per batch; LoadGen copies the bytes
+only when it logs accuracy, and the array outlives ``QuerySamplesComplete``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+
+from mlgauge.loadgen.qsl import SampleStore
+
+
+@dataclass(frozen=True)
+class SutOptions:
+    max_batch: int = 32
+    workers: int = 1
+    max_wait_ms: float = 1.0  # Server only
+
+
+class BatchRunner:
+    """gather -> backend -> postprocess -> complete, for one batch of samples."""
+
+    def __init__(self, lg, store: SampleStore, run: Callable, postprocess: Callable, response_dtype: np.dtype) -> None:
+        self._lg = lg
+        self._store = store
+        self._run = run
+        self._post = postprocess
+        self._dtype = np.dtype(response_dtype)
+        self.batches = 0
+        self.samples = 0
+        self.failure: BaseException | None = None
+
+    def __call__(self, ids: Sequence[int], indices: Sequence[int]) -> None:
+        try:
+            outputs = self._run(self._store.gather(indices))
+            responses = np.ascontiguousarray(self._post(outputs), dtype=self._dtype)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the worker after the test
+            # Answer anyway so LoadGen finishes; the run is then reported as failed.
+            self.failure = self.failure or exc
+            responses = np.zeros(len(ids), dtype=self._dtype)
+        n = len(ids)
+        size = responses.nbytes // n
+        base = responses.__array_interface__["data"][0]
+        QSR = self._lg.QuerySampleResponse
+        self._lg.QuerySamplesComplete(list(map(QSR, ids, range(base, base + n * size, size), repeat(size, n))))
+        self.batches += 1
+        self.samples += n
+
+
+class InlineSUT:
+    """SingleStream: run each query on LoadGen's issue thread."""
+
+    def __init__(self, runner: BatchRunner, options: SutOptions) -> None:
+        self._runner = runner
+
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        self._runner(ids, indices)
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class BatchingSUT:
+    """MultiStream and Offline: split queries into batches for a pool of worker threads."""
+
+    def __init__(self, runner: BatchRunner, options: SutOptions) -> None:
+        self._runner = runner
+        self._max_batch = max(1, options.max_batch)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"mlgauge-batch-{i}", daemon=True) for i in range(max(1, options.workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        step = self._max_batch
+        for start in range(0, len(ids), step):
+            self._queue.put((ids[start : start + step], indices[start : start + step]))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._runner(*item)
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+
+
+class DynamicBatchingSUT:
+    """Server: queue arrivals; workers take up to ``max_batch`` at a time."""
+
+    def __init__(self, runner: BatchRunner, options: SutOptions) -> None:
+        self._runner = runner
+        self._max_batch = max(1, options.max_batch)
+        self._max_wait = max(0.0, options.max_wait_ms) / 1000.0
+        self._ids: list[int] = []
+        self._indices: list[int] = []
+        self._cv = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"mlgauge-server-{i}", daemon=True) for i in range(max(1, options.workers))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def issue(self, ids: list[int], indices: list[int]) -> None:
+        with self._cv:
+            self._ids += ids
+            self._indices += indices
+            self._cv.notify()
+
+    def _take(self) -> tuple[list[int], list[int]] | None:
+        with self._cv:
+            waited = False
+            while not self._ids:
+                if self._stopping:
+                    return None
+                self._cv.wait()
+                waited = True
+            if waited and self._max_wait > 0 and len(self._ids) < self._max_batch:
+                # The system was idle: give a batch a short chance to form.
+                deadline = time.monotonic() + self._max_wait
+                while len(self._ids) < self._max_batch and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cv.wait(remaining)
+            k = self._max_batch
+            ids, self._ids = self._ids[:k], self._ids[k:]
+            indices, self._indices = self._indices[:k], self._indices[k:]
+            return ids, indices
+
+    def _work(self) -> None:
+        while (batch := self._take()) is not None:
+            self._runner(*batch)
+
+    def flush(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join()
+
+
+SUT_FOR_SCENARIO = {
+    "SingleStream": InlineSUT,
+    "MultiStream": BatchingSUT,
+    "Server": DynamicBatchingSUT,
+    "Offline": BatchingSUT,
+}

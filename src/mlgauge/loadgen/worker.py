@@ -1,0 +1,150 @@
+"""One LoadGen test in one process: ``python -m mlgauge.loadgen.worker SPEC.json``.
+
+LoadGen accepts one configuration per process (its built-in mlperf.conf is only
+applied on the first ``FromConfig`` call), so the CLI starts one of these per
+(task, scenario, mode). The worker writes ``record.json`` on success, or
+``error.json`` (exit 2 for a user-facing error, 3 for a crash) and never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from mlgauge.config.run_spec import RunSpec
+from mlgauge.errors import MlgaugeError, RunError, WorkerError
+
+EXIT_USER_ERROR = 2
+EXIT_CRASH = 3
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def run(spec: RunSpec):
+    """Run the test described by ``spec``; returns the ResultRecord."""
+    import mlperf_loadgen as lg
+
+    from mlgauge.backends import BackendOptions, get_backend_class
+    from mlgauge.config.userconf import parse_file
+    from mlgauge.loadgen import calibrate as cal
+    from mlgauge.loadgen.qsl import SampleStore, construct_qsl
+    from mlgauge.loadgen.record import build_record
+    from mlgauge.loadgen.settings import resolve_settings
+    from mlgauge.loadgen.suts import SUT_FOR_SCENARIO, BatchRunner, SutOptions
+    from mlgauge.rules import inference_rules, standin_rules
+    from mlgauge.tasks import get_task
+
+    out = spec.out_path
+    rules = inference_rules(spec.rules_round)
+    rules.scenario(spec.scenario)
+    user_entries = parse_file(Path(spec.conf_path)) if spec.conf_path else []
+
+    workload = get_task(spec.task).workload(
+        dataset_path=spec.dataset_path, weights_path=spec.weights_path, count=spec.count, round=spec.rules_round
+    )
+    bench_rule = (
+        standin_rules()[workload.benchmark] if workload.dataset.label == "synthetic" else rules.benchmark(workload.benchmark)
+    )
+    backend = get_backend_class(spec.backend)(
+        BackendOptions(threads=spec.threads, device=spec.device, compile=spec.compile)
+    )
+    backend.load(workload.model)
+
+    store = SampleStore(workload.dataset)
+    probe = list(range(min(64, workload.dataset.total_count)))
+    store.load(probe)
+    runner = BatchRunner(lg, store, backend.run, workload.postprocess, workload.response_dtype)
+    spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
+    measured = cal.calibrate(
+        lambda batch: workload.postprocess(backend.run(batch)),
+        store.gather(probe),
+        max_batch=spec.max_batch,
+        samples_per_query=spq,
+    )
+    store.unload(probe)
+
+    effective = resolve_settings(
+        rules=rules,
+        benchmark=bench_rule,
+        scenario=spec.scenario,
+        style=spec.style,
+        dataset_size=workload.dataset.total_count,
+        user_entries=user_entries,
+        flags=spec.flags,
+        calibration=cal.conf_hints(measured)[spec.scenario],
+    )
+    conf_path = effective.write(out / "user.conf")
+
+    settings = lg.TestSettings()
+    status = settings.FromConfig(str(conf_path), workload.benchmark, spec.scenario)
+    if status != 0:
+        raise RunError(f"LoadGen rejected the generated {conf_path} (status {status})")
+    settings.scenario = getattr(lg.TestScenario, spec.scenario)
+    settings.mode = lg.TestMode.AccuracyOnly if spec.mode == "accuracy" else lg.TestMode.PerformanceOnly
+
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(out)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+
+    sut_options = SutOptions(max_batch=spec.max_batch, workers=spec.workers, max_wait_ms=spec.max_wait_ms)
+    sut = SUT_FOR_SCENARIO[spec.scenario](runner, sut_options)
+    sut_handle = lg.ConstructFastSUT(sut.issue, sut.flush)
+    qsl_handle = construct_qsl(lg, store)
+    try:
+        # LoadGen applies an audit.config from the working directory if one is there;
+        # point it at the run folder so a stray file elsewhere cannot change a run.
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle, settings, log_settings, str(out / "audit.config"))
+    finally:
+        sut.stop()
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroyFastSUT(sut_handle)
+    if runner.failure is not None:
+        exc = runner.failure
+        raise RunError(f"the backend failed during the test: {type(exc).__name__}: {exc}".splitlines()[0])
+
+    harness = {
+        "sut": type(sut).__name__,
+        "max_batch": spec.max_batch,
+        "workers": spec.workers,
+        "max_wait_ms": spec.max_wait_ms if spec.scenario == "Server" else None,
+        "batches": runner.batches,
+        "samples": runner.samples,
+        "calibration": measured,
+        "settings_sources": effective.sources,
+    }
+    return build_record(spec, workload, backend.describe(), rules, out, harness)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec_path = Path(argv[0])
+    spec = RunSpec.from_json(spec_path.read_text())
+    out = spec.out_path
+    try:
+        record = run(spec)
+        _write_json(out / "record.json", record.to_dict())
+        return 0
+    except MlgaugeError as exc:
+        _write_json(out / "error.json", exc.to_dict())
+        return EXIT_USER_ERROR
+    except BaseException as exc:  # noqa: BLE001 - a crash must still leave a readable reason
+        log = out / "worker-traceback.txt"
+        log.write_text(traceback.format_exc())
+        err = WorkerError(
+            f"the {spec.label} worker crashed: {type(exc).__name__}: {exc}".splitlines()[0],
+            hint=f"The traceback is in {log}",
+        )
+        _write_json(out / "error.json", err.to_dict())
+        return EXIT_CRASH
+
+
+if __name__ == "__main__":
+    sys.exit(main())
