@@ -38,6 +38,7 @@ class BackendOptions:
 class Backend(Protocol):
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]]  # importable modules it needs, to tell "not installed" early
+    default_max_batch: ClassVar[int]  # optional; batching SUTs fall back to 32
 
     def __init__(self, options: BackendOptions) -> None: ...
 

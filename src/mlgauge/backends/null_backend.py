@@ -13,6 +13,8 @@ from mlgauge.tasks.base import ModelSource
 class NullBackend:
     name: ClassVar[str] = "null"
     requires: ClassVar[tuple[str, ...]] = ()
+    # With no model cost, per-batch overhead is all there is: bigger batches measure the harness at its best.
+    default_max_batch: ClassVar[int] = 512
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options

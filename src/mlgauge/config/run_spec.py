@@ -29,12 +29,13 @@ class RunSpec:
     count: int | None = None
     conf_path: str | None = None  # the user's user.conf
     flags: dict[str, float] = field(default_factory=dict)  # user.conf keys set by CLI flags
-    threads: int = 0
+    threads: int = 0  # intra-op threads per worker; 0 = per-scenario default
     device: str = "cpu"
     compile: bool = False
-    max_batch: int = 32
-    workers: int = 1
+    max_batch: int = 0  # 0 = the backend's default (32 for model backends)
+    workers: int = 0  # 0 = per-scenario default
     max_wait_ms: float = 1.0
+    calibration_s: float = 1.0  # untimed probe of the backend before the test
     run_id: str = ""
 
     def with_(self, **changes) -> RunSpec:

@@ -43,7 +43,7 @@ def run_in_worker(spec: RunSpec, timeout_s: float | None = None) -> ResultRecord
         raise error_from_dict(json.loads(error_file.read_text()))
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        how = f"was killed by {name}"
+        how = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     else:
         how = f"exited with code {proc.returncode}"
     raise WorkerError(f"the {spec.label} worker {how} without a result", hint=f"Its output is in {log}")

@@ -27,6 +27,20 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _shape(spec: RunSpec, backend_cls, samples_per_query: int) -> tuple[int, int, int]:
+    """(workers, threads per worker, max batch) for this run: flags win, then defaults."""
+    from mlgauge.backends.base import BackendOptions
+    from mlgauge.loadgen.suts import default_shape
+
+    cores = BackendOptions().resolved_threads
+    workers, threads = default_shape(spec.scenario, cores)
+    if spec.scenario == "MultiStream":
+        default_batch = samples_per_query  # one query, one batch
+    else:
+        default_batch = getattr(backend_cls, "default_max_batch", 32)
+    return spec.workers or workers, spec.threads or threads, spec.max_batch or default_batch
+
+
 def run(spec: RunSpec):
     """Run the test described by ``spec``; returns the ResultRecord."""
     import mlperf_loadgen as lg
@@ -45,28 +59,29 @@ def run(spec: RunSpec):
     rules = inference_rules(spec.rules_round)
     rules.scenario(spec.scenario)
     user_entries = parse_file(Path(spec.conf_path)) if spec.conf_path else []
-
     workload = get_task(spec.task).workload(
         dataset_path=spec.dataset_path, weights_path=spec.weights_path, count=spec.count, round=spec.rules_round
     )
-    bench_rule = (
-        standin_rules()[workload.benchmark] if workload.dataset.label == "synthetic" else rules.benchmark(workload.benchmark)
-    )
-    backend = get_backend_class(spec.backend)(
-        BackendOptions(threads=spec.threads, device=spec.device, compile=spec.compile)
-    )
+    synthetic = workload.dataset.label == "synthetic"
+    bench_rule = standin_rules()[workload.benchmark] if synthetic else rules.benchmark(workload.benchmark)
+
+    backend_cls = get_backend_class(spec.backend)
+    spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
+    workers, threads, max_batch = _shape(spec, backend_cls, spq)
+    backend = backend_cls(BackendOptions(threads=threads, device=spec.device, compile=spec.compile))
     backend.load(workload.model)
 
+    # Calibrate on a few samples through the same path the SUT uses, then let LoadGen load its own set.
     store = SampleStore(workload.dataset)
     probe = list(range(min(64, workload.dataset.total_count)))
     store.load(probe)
-    runner = BatchRunner(lg, store, backend.run, workload.postprocess, workload.response_dtype)
-    spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
     measured = cal.calibrate(
         lambda batch: workload.postprocess(backend.run(batch)),
         store.gather(probe),
-        max_batch=spec.max_batch,
+        max_batch=max_batch,
         samples_per_query=spq,
+        workers=workers if spec.scenario in ("Server", "Offline") else 1,
+        budget_s=spec.calibration_s,
     )
     store.unload(probe)
 
@@ -81,21 +96,20 @@ def run(spec: RunSpec):
         calibration=cal.conf_hints(measured)[spec.scenario],
     )
     conf_path = effective.write(out / "user.conf")
-
     settings = lg.TestSettings()
     status = settings.FromConfig(str(conf_path), workload.benchmark, spec.scenario)
     if status != 0:
         raise RunError(f"LoadGen rejected the generated {conf_path} (status {status})")
     settings.scenario = getattr(lg.TestScenario, spec.scenario)
     settings.mode = lg.TestMode.AccuracyOnly if spec.mode == "accuracy" else lg.TestMode.PerformanceOnly
-
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = str(out)
-    log_settings.log_output.copy_summary_to_stdout = False
     log_settings.enable_trace = False
 
-    sut_options = SutOptions(max_batch=spec.max_batch, workers=spec.workers, max_wait_ms=spec.max_wait_ms)
-    sut = SUT_FOR_SCENARIO[spec.scenario](runner, sut_options)
+    runner = BatchRunner(lg, store, backend.run, workload.postprocess, workload.response_dtype)
+    sut = SUT_FOR_SCENARIO[spec.scenario](
+        runner, SutOptions(max_batch=max_batch, workers=workers, max_wait_ms=spec.max_wait_ms)
+    )
     sut_handle = lg.ConstructFastSUT(sut.issue, sut.flush)
     qsl_handle = construct_qsl(lg, store)
     try:
@@ -112,11 +126,13 @@ def run(spec: RunSpec):
 
     harness = {
         "sut": type(sut).__name__,
-        "max_batch": spec.max_batch,
-        "workers": spec.workers,
+        "max_batch": max_batch,
+        "workers": workers,
+        "threads_per_worker": threads,
         "max_wait_ms": spec.max_wait_ms if spec.scenario == "Server" else None,
         "batches": runner.batches,
         "samples": runner.samples,
+        "backend_seconds": runner.backend_s,
         "calibration": measured,
         "settings_sources": effective.sources,
     }

@@ -97,12 +97,12 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """A small residual CNN for 32x32 inputs: stem, three residual stages, linear head."""
 
-    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (32, 64, 128)) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
-        self.stage1 = BasicBlock(widths[0], widths[0], 1)  # (B, 16, 16, 16)
-        self.stage2 = BasicBlock(widths[0], widths[1], 2)  # (B, 32, 8, 8)
-        self.stage3 = BasicBlock(widths[1], widths[2], 2)  # (B, 64, 4, 4)
+        self.stage1 = BasicBlock(widths[0], widths[0], 1)  # (B, 32, 16, 16)
+        self.stage2 = BasicBlock(widths[0], widths[1], 2)  # (B, 64, 8, 8)
+        self.stage3 = BasicBlock(widths[1], widths[2], 2)  # (B, 128, 4, 4)
         self.head = nn.Linear(widths[2], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
