@@ -1,0 +1,85 @@
+"""Presentation helpers shared by the commands: tables, units, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from mlgauge.results.record import ResultRecord
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def print_json(payload: object) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def fmt_metric(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "ns":
+        for scale, name in ((1e9, "s"), (1e6, "ms"), (1e3, "µs")):
+            if value >= scale:
+                return f"{value / scale:,.3g} {name}" if value / scale < 100 else f"{value / scale:,.1f} {name}"
+        return f"{value:,.0f} ns"
+    return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
+
+
+def fmt_validity(record: ResultRecord | None) -> str:
+    if record is None or record.validity is None:
+        return "-"
+    if record.validity == "VALID":
+        return "[green]VALID[/green]"
+    reason = record.invalid_reasons[0].split(":")[0] if record.invalid_reasons else "?"
+    return f"[red]INVALID[/red] ({reason})"
+
+
+def fmt_accuracy(record: ResultRecord | None) -> str:
+    if record is None or record.accuracy is None:
+        return "-"
+    acc = record.accuracy
+    target = acc["target"]
+    mark = "[green]PASS[/green]" if acc["passed"] else "[red]FAIL[/red]"
+    return f"{acc['value']:.2f}{acc['unit']} (≥{target['threshold']:.2f}) {mark}"
+
+
+def results_table(records: list[ResultRecord], title: str | None = None) -> Table:
+    """One row per (task, scenario, backend): the performance metric next to its accuracy check.
+
+    Columns that are the same on every row (task, data, backend, style) move into the title.
+    """
+    rows: dict[tuple, dict[str, ResultRecord]] = {}
+    for r in records:
+        rows.setdefault((r.task, r.dataset, r.scenario, r.backend, r.style), {})[r.mode] = r
+    keys = list(rows)
+    varying = [i for i in range(5) if i != 2 and len({k[i] for k in keys}) > 1]
+    shared = [f"{_KEY_NAMES[i]}: {keys[0][i]}" for i in range(5) if i != 2 and i not in varying] if keys else []
+    full_title = " · ".join(filter(None, [title, *shared]))
+    table = Table(title=full_title, title_justify="left")
+    for i in varying:
+        table.add_column(_KEY_NAMES[i].capitalize())
+    table.add_column("Scenario")
+    table.add_column("Metric")
+    table.add_column("Value", justify="right")
+    table.add_column("Validity")
+    table.add_column("Accuracy vs target")
+    order = {s: i for i, s in enumerate(("SingleStream", "MultiStream", "Server", "Offline"))}
+    for key in sorted(keys, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[3], k[4])):
+        perf, acc = rows[key].get("performance"), rows[key].get("accuracy")
+        metric = perf.metric if perf else None
+        table.add_row(
+            *[key[i] for i in varying],
+            key[2],
+            metric.name if metric else "-",
+            fmt_metric(metric.value if metric else None, metric.unit if metric else ""),
+            fmt_validity(perf),
+            fmt_accuracy(acc),
+        )
+    return table
+
+
+_KEY_NAMES = ("task", "data", "scenario", "backend", "style")

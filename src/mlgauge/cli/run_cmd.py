@@ -1,0 +1,138 @@
+"""``mlgauge run``: the inference benchmark on the official LoadGen."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from mlgauge import inference, paths
+from mlgauge.cli.output import console, err_console, print_json, results_table
+from mlgauge.config.run_spec import MODES
+from mlgauge.results.store import ResultStore
+from mlgauge.rules import DEFAULT_ROUND, SCENARIOS
+from mlgauge.tasks import DEFAULT_TASK
+
+# CLI flag -> LoadGen user.conf key, for the non-compliant quick overrides.
+CONF_FLAGS = {
+    "min_duration": "min_duration",
+    "max_duration": "max_duration",
+    "min_query_count": "min_query_count",
+    "target_qps": "target_qps",
+    "target_latency": "target_latency",
+}
+
+
+def _scenarios(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(SCENARIOS)
+    out = []
+    for v in values:
+        out += [s.strip() for s in v.split(",") if s.strip()]
+    return list(SCENARIOS) if out == ["all"] else out
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run an inference benchmark through LoadGen (the default command)")
+    p.add_argument("--task", default=DEFAULT_TASK, help=f"task to run (default {DEFAULT_TASK}; see 'mlgauge list')")
+    p.add_argument("--scenario", action="append", metavar="NAME", help="SingleStream, MultiStream, Server, Offline or all; repeat or comma-separate (default all)")
+    p.add_argument("--mode", choices=[*MODES, "both"], default="both", help="performance, accuracy or both (default)")
+    p.add_argument("--backend", help="inference backend (default: the best installed)")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--quick", dest="style", action="store_const", const="quick", help="short runs for a first look (default)")
+    style.add_argument("--valid", dest="style", action="store_const", const="valid", help="official MLPerf durations and counts")
+    p.set_defaults(style="quick")
+    p.add_argument("--find-peak", action="store_true", help="bisect Server target_qps to the highest VALID value")
+    p.add_argument("--conf", type=Path, help="LoadGen user.conf with overrides (model.scenario.key = value)")
+    p.add_argument("--dataset", type=Path, help="real dataset folder (default: the synthetic stand-in)")
+    p.add_argument("--weights", type=Path, help="model weights: .onnx or a PyTorch state dict")
+    p.add_argument("--count", type=int, help="use only the first N samples of the dataset")
+    g = p.add_argument_group("system under test")
+    g.add_argument("--threads", type=int, default=0, help="intra-op threads per worker (default: per scenario)")
+    g.add_argument("--workers", type=int, default=0, help="model instances for batching scenarios (default: one per core)")
+    g.add_argument("--max-batch", type=int, default=0, help="largest batch (default: 32; 8 = one query in MultiStream)")
+    g.add_argument("--max-wait-ms", type=float, default=1.0, help="Server: longest wait for a batch to fill when idle")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    g.add_argument("--compile", action="store_true", help="torch backend: use torch.compile")
+    o = p.add_argument_group("LoadGen overrides (not valid for submission)")
+    o.add_argument("--min-duration", type=float, metavar="MS")
+    o.add_argument("--max-duration", type=float, metavar="MS")
+    o.add_argument("--min-query-count", type=int, metavar="N")
+    o.add_argument("--target-qps", type=float, metavar="QPS")
+    o.add_argument("--target-latency", type=float, metavar="MS")
+    p.add_argument("--rules", default=DEFAULT_ROUND, help=f"MLPerf rules round (default {DEFAULT_ROUND})")
+    p.add_argument("--output-dir", type=Path, help="where run logs go (default: the mlgauge data directory)")
+    p.add_argument("--db", type=Path, help="results database (default: the mlgauge data directory)")
+    p.add_argument("--json", action="store_true", help="print the records as JSON instead of a table")
+    p.set_defaults(handler=execute)
+
+
+def _prepare_with_progress(task: str, quiet: bool) -> None:
+    if quiet:
+        inference.prepare(task)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err_console) as bar:
+        tid = bar.add_task(f"preparing {task}", total=1.0)
+        inference.prepare(task, lambda stage, f: bar.update(tid, description=f"preparing {task}: {stage}", completed=f))
+
+
+def execute(args: argparse.Namespace) -> int:
+    flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
+    db_path = args.db or paths.default_db_path()
+    plan = inference.plan_inference(
+        task=args.task,
+        scenarios=_scenarios(args.scenario),
+        modes=list(MODES) if args.mode == "both" else [args.mode],
+        backend=args.backend,
+        style=args.style,
+        dataset=args.dataset,
+        weights=args.weights,
+        count=args.count,
+        conf=args.conf,
+        flags=flags,
+        threads=args.threads,
+        workers=args.workers,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        device=args.device,
+        compile=args.compile,
+        find_peak=args.find_peak,
+        rules_round=args.rules,
+        runs_dir=args.output_dir,
+    )
+    paths.ensure_writable_dir(Path(db_path).parent, "results database")
+    store = ResultStore(Path(db_path))
+    if inference.needs_prepare(plan):
+        _prepare_with_progress(args.task, args.json)
+    inference.check_workload(plan)
+
+    started = time.perf_counter()
+    if args.json:
+        records = inference.run_inference(plan, store)
+    else:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+            ids = {}
+
+            def listener(event, spec, record):
+                key = spec.out_dir
+                if event == "start":
+                    ids[key] = bar.add_task(f"{spec.scenario:<12} {spec.mode}", total=1)
+                else:
+                    done = record.validity or ("PASS" if record.accuracy_passed else "FAIL")
+                    bar.update(ids[key], completed=1, description=f"{spec.scenario:<12} {spec.mode}: {done}")
+
+            records = inference.run_inference(plan, store, listener)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print_json({"run_id": plan.run_id, "logs": str(plan.run_dir), "database": str(db_path), "records": [r.to_dict() for r in records]})
+        return 0
+    first = records[0] if records else None
+    title = "mlgauge run"
+    console.print(results_table(records, title=title))
+    if plan.base.style == "quick":
+        console.print("[yellow]Quick run: shortened durations, not an official MLPerf result (use --valid).[/yellow]")
+    console.print(f"Run {plan.run_id} took {elapsed:.0f} s. Logs: {plan.run_dir}")
+    console.print(f"Results database: {db_path}")
+    return 0

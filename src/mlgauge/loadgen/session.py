@@ -1,0 +1,119 @@
+"""Plan and execute a set of LoadGen runs, one worker process each.
+
+MLPerf Mobile's rule is followed for ordering: every performance run comes
+before any accuracy run, so accuracy passes cannot heat the machine between
+performance measurements. Offline goes first among performance runs because
+``--find-peak`` uses its throughput as the upper bound for Server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from secrets import token_hex
+
+from mlgauge.config.run_spec import RunSpec
+from mlgauge.loadgen.launcher import run_in_worker
+from mlgauge.results.record import ResultRecord
+from mlgauge.rules import SCENARIOS
+
+_PERF_ORDER = ("Offline", "Server", "SingleStream", "MultiStream")
+PEAK_PROBES = 7  # bisection steps: the answer is within 1/128 of the upper bound
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + token_hex(2)
+
+
+@dataclass
+class Plan:
+    base: RunSpec  # scenario/mode/out_dir are filled per run
+    runs_root: Path
+    scenarios: list[str]
+    modes: list[str]
+    find_peak: bool = False
+    run_id: str = field(default_factory=new_run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_root / self.run_id
+
+    def specs(self) -> list[RunSpec]:
+        out = []
+        if "performance" in self.modes:
+            out += [self._spec(s, "performance") for s in _PERF_ORDER if s in self.scenarios]
+        if "accuracy" in self.modes:
+            out += [self._spec(s, "accuracy") for s in SCENARIOS if s in self.scenarios]
+        return out
+
+    def _spec(self, scenario: str, mode: str, suffix: str = "") -> RunSpec:
+        folder = f"{self.base.task}-{scenario}-{mode}{suffix}"
+        return self.base.with_(scenario=scenario, mode=mode, out_dir=str(self.run_dir / folder), run_id=self.run_id)
+
+
+# Events for whoever shows progress: ("start", spec, None) and ("done", spec, record).
+Listener = Callable[[str, RunSpec, ResultRecord | None], None]
+
+
+def _quiet(event: str, spec: RunSpec, record: ResultRecord | None) -> None:
+    pass
+
+
+def execute(plan: Plan, listener: Listener = _quiet) -> list[ResultRecord]:
+    """Run every planned test; the first failure raises (its worker's error)."""
+    records: list[ResultRecord] = []
+    for spec in plan.specs():
+        if spec.scenario == "Server" and spec.mode == "performance" and plan.find_peak:
+            records.append(find_peak(plan, spec, records, listener))
+            continue
+        listener("start", spec, None)
+        record = run_in_worker(spec)
+        listener("done", spec, record)
+        records.append(record)
+    return records
+
+
+def _offline_throughput(plan: Plan, done: list[ResultRecord], listener: Listener) -> float:
+    for r in done:
+        if r.scenario == "Offline" and r.mode == "performance" and r.metric:
+            return r.metric.value
+    spec = plan._spec("Offline", "performance", "-peak-bound")
+    listener("start", spec, None)
+    record = run_in_worker(spec)
+    listener("done", spec, record)
+    return record.metric.value
+
+
+def find_peak(plan: Plan, server_spec: RunSpec, done: list[ResultRecord], listener: Listener) -> ResultRecord:
+    """Bisect Server ``target_qps`` in (0, Offline throughput] for the highest VALID run.
+
+    Each probe is a complete LoadGen run in its own process. Returns the best
+    VALID probe's record (or the lowest probe's, if none was VALID), with every
+    probe listed under ``harness["find_peak"]``.
+    """
+    upper = _offline_throughput(plan, done, listener)
+    lo, hi = 0.0, upper
+    best: ResultRecord | None = None
+    lowest: ResultRecord | None = None
+    probes = []
+    for step in range(PEAK_PROBES):
+        qps = hi if step == 0 else (lo + hi) / 2
+        spec = plan._spec("Server", "performance", f"-peak-{step + 1}").with_(
+            flags={**server_spec.flags, "target_qps": round(qps, 3)}
+        )
+        listener("start", spec, None)
+        record = run_in_worker(spec)
+        listener("done", spec, record)
+        probes.append({"target_qps": round(qps, 3), "validity": record.validity, "completed": record.metric.value})
+        if record.validity == "VALID":
+            lo, best = qps, record
+            if step == 0:
+                break  # Server kept up with the Offline rate: nothing higher to find
+        else:
+            hi = qps
+            lowest = record
+    chosen = best or lowest
+    chosen.harness["find_peak"] = {"upper_bound": upper, "probes": probes, "found": best is not None}
+    return chosen
