@@ -128,7 +128,6 @@ def execute(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"run_id": plan.run_id, "logs": str(plan.run_dir), "database": str(db_path), "records": [r.to_dict() for r in records]})
         return 0
-    first = records[0] if records else None
     title = "mlgauge run"
     console.print(results_table(records, title=title))
     if plan.base.style == "quick":
