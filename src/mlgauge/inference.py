@@ -42,6 +42,7 @@ def plan_inference(
     device: str = "cpu",
     compile: bool = False,
     find_peak: bool = False,
+    calibration_s: float = 1.0,
     rules_round: str = DEFAULT_ROUND,
     runs_dir: Path | None = None,
 ) -> Plan:
@@ -65,6 +66,8 @@ def plan_inference(
             raise UsageError(f"--{name} must be 0 (automatic) or a positive number, not {value}")
     if count is not None and count < 1:
         raise UsageError(f"--count must be at least 1, not {count}")
+    if calibration_s <= 0:
+        raise UsageError(f"--calibration-s must be positive, not {calibration_s}")
     if max_wait_ms < 0:
         raise UsageError(f"--max-wait-ms must not be negative, not {max_wait_ms}")
     if conf is not None:
@@ -96,6 +99,7 @@ def plan_inference(
         max_batch=max_batch,
         workers=workers,
         max_wait_ms=max_wait_ms,
+        calibration_s=calibration_s,
     )
     return Plan(base=base, runs_root=runs_root, scenarios=list(scenarios), modes=list(modes), find_peak=find_peak)
 

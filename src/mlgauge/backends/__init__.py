@@ -42,6 +42,8 @@ def get_backend_class(name: str) -> type[Backend]:
 
 
 def is_installed(name: str) -> bool:
+    if name not in _entry_points():
+        return False
     try:
         get_backend_class(name)
     except BackendError:

@@ -100,8 +100,9 @@ class OnnxRuntimeBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        providers = self._providers(ort)  # a device problem is the backend's, not the model file's
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=self._providers(ort))
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(

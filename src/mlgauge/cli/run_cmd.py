@@ -56,6 +56,7 @@ def register(sub) -> None:
     g.add_argument("--max-wait-ms", type=float, default=1.0, help="Server: longest wait for a batch to fill when idle")
     g.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     g.add_argument("--compile", action="store_true", help="torch backend: use torch.compile")
+    g.add_argument("--calibration-s", type=float, default=1.0, help="untimed probe of the backend before each test (seconds)")
     o = p.add_argument_group("LoadGen overrides (not valid for submission)")
     o.add_argument("--min-duration", type=float, metavar="MS")
     o.add_argument("--max-duration", type=float, metavar="MS")
@@ -99,6 +100,7 @@ def execute(args: argparse.Namespace) -> int:
         device=args.device,
         compile=args.compile,
         find_peak=args.find_peak,
+        calibration_s=args.calibration_s,
         rules_round=args.rules,
         runs_dir=args.output_dir,
     )

@@ -55,6 +55,31 @@ MLPERF_CONF_ONLY = frozenset(
         "test05_schedule_rng_seed",
     }
 )
+# LoadGen reads these with strtoull, so "12.5" would silently become 12. Server's
+# target_latency is an integer too; the SingleStream/MultiStream ones are doubles.
+DOUBLE_KEYS = frozenset({"target_latency_percentile", "target_qps"})
+_DOUBLE_LATENCY_SCENARIOS = frozenset({"SingleStream", "MultiStream"})
+
+
+def is_integer_key(key: str, scenario: str) -> bool:
+    if key in DOUBLE_KEYS:
+        return False
+    if key == "target_latency":
+        return scenario not in _DOUBLE_LATENCY_SCENARIOS  # "*" may reach Server
+    return True
+
+
+def check_value(key: str, scenario: str, value: float, origin: str, error=ConfigError) -> None:
+    """Reject values LoadGen would silently change."""
+    if value < 0:
+        raise error(f"{origin}: {key} must not be negative, not {format_value(value)}")
+    if is_integer_key(key, scenario) and not float(value).is_integer():
+        raise error(
+            f"{origin}: LoadGen reads {key} as a whole number for {scenario}, so {format_value(value)} would be truncated",
+            hint="Give an integer value",
+        )
+
+
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _MODEL = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.\-]*)$")
 
@@ -113,8 +138,7 @@ def parse_line(line: str, origin: str) -> ConfEntry | None:
     value = _parse_value(rhs)
     if value is None:
         raise ConfigError(f"{origin}: value '{rhs}' for {lhs} is not a number")
-    if value < 0:
-        raise ConfigError(f"{origin}: value for {lhs} must not be negative")
+    check_value(key, scenario, value, origin)
     return ConfEntry(model, scenario, key, value, origin)
 
 

@@ -56,6 +56,16 @@ def _parallel_throughput(step: Callable[[np.ndarray], object], batch: np.ndarray
     return sum(counts) / (time.perf_counter() - start)
 
 
+# What each scenario's LoadGen hint needs; measuring only that keeps a heavy
+# model's SingleStream probe from running full batches for nothing.
+_NEEDED = {
+    "SingleStream": ("latency_1_s",),
+    "MultiStream": ("latency_query_s",),
+    "Server": ("batch_throughput",),
+    "Offline": ("batch_throughput",),
+}
+
+
 def calibrate(
     step: Callable[[np.ndarray], object],
     samples: np.ndarray,
@@ -64,34 +74,47 @@ def calibrate(
     samples_per_query: int,
     workers: int = 1,
     budget_s: float = 1.0,
+    scenario: str | None = None,
 ) -> dict[str, float]:
-    """``step`` runs one batch end to end; ``samples`` are a few loaded samples."""
+    """``step`` runs one batch end to end; ``samples`` are a few loaded samples.
+
+    With ``scenario`` only that scenario's hint is measured; without, all three.
+    """
 
     def batch_of(n: int) -> np.ndarray:
         reps = -(-n // len(samples))
         return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
 
-    one, query, full = batch_of(1), batch_of(samples_per_query), batch_of(max_batch)
-    for _ in range(3):  # warm-up: first calls allocate, compile and tune
-        step(one)
-        step(full)
-    lat1 = statistics.median(_timed(lambda: step(one), 5, budget_s * 0.25))
-    latq = statistics.median(_timed(lambda: step(query), 5, budget_s * 0.25))
-    throughput = _parallel_throughput(step, full, max(1, workers), budget_s * 0.5)
-    return {
-        "latency_1_s": lat1,
-        "latency_query_s": latq,
-        "batch_throughput": throughput,
-        "max_batch": max_batch,
-        "workers": workers,
-    }
+    needed = _NEEDED.get(scenario, ("latency_1_s", "latency_query_s", "batch_throughput"))
+    share = budget_s / len(needed)
+    out: dict[str, float] = {"max_batch": max_batch, "workers": workers}
+    if "latency_1_s" in needed:
+        one = batch_of(1)
+        for _ in range(3):  # warm-up: first calls allocate, compile and tune
+            step(one)
+        out["latency_1_s"] = statistics.median(_timed(lambda: step(one), 5, share))
+    if "latency_query_s" in needed:
+        query = batch_of(samples_per_query)
+        for _ in range(3):
+            step(query)
+        out["latency_query_s"] = statistics.median(_timed(lambda: step(query), 5, share))
+    if "batch_throughput" in needed:
+        full = batch_of(max_batch)
+        for _ in range(3):
+            step(full)
+        out["batch_throughput"] = _parallel_throughput(step, full, max(1, workers), share)
+    return out
 
 
-def conf_hints(measured: dict[str, float]) -> dict[str, float]:
-    """user.conf values (ms, QPS) derived from a calibration."""
-    return {
-        "SingleStream": {"target_latency": measured["latency_1_s"] * 1e3},
-        "MultiStream": {"target_latency": measured["latency_query_s"] * 1e3},
-        "Server": {"target_qps": min(measured["batch_throughput"] * SERVER_LOAD_FRACTION, SERVER_QPS_CAP)},
-        "Offline": {"target_qps": min(measured["batch_throughput"], OFFLINE_QPS_CAP)},
-    }
+def conf_hints(measured: dict[str, float]) -> dict[str, dict[str, float]]:
+    """user.conf values (ms, QPS) derived from a calibration, for the scenarios it covers."""
+    hints: dict[str, dict[str, float]] = {s: {} for s in _NEEDED}
+    if "latency_1_s" in measured:
+        hints["SingleStream"]["target_latency"] = measured["latency_1_s"] * 1e3
+    if "latency_query_s" in measured:
+        hints["MultiStream"]["target_latency"] = measured["latency_query_s"] * 1e3
+    if "batch_throughput" in measured:
+        qps = measured["batch_throughput"]
+        hints["Server"]["target_qps"] = min(qps * SERVER_LOAD_FRACTION, SERVER_QPS_CAP)
+        hints["Offline"]["target_qps"] = min(qps, OFFLINE_QPS_CAP)
+    return hints

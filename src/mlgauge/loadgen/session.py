@@ -20,7 +20,7 @@ from mlgauge.results.record import ResultRecord
 from mlgauge.rules import SCENARIOS
 
 _PERF_ORDER = ("Offline", "Server", "SingleStream", "MultiStream")
-PEAK_PROBES = 7  # bisection steps: the answer is within 1/128 of the upper bound
+PEAK_PROBES = 8  # one probe at the bound, then 7 halvings: within 1/128 of the bound
 
 
 def new_run_id() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlgauge.config.userconf import SCENARIO_KEYS, ConfEntry, format_value, resolve
+from mlgauge.config.userconf import SCENARIO_KEYS, ConfEntry, check_value, format_value, resolve
 from mlgauge.errors import UsageError
 from mlgauge.rules import BenchmarkRule, InferenceRules, quick_style
 
@@ -88,5 +88,7 @@ def resolve_settings(
     for key, entry in user.items():
         out.set(key, entry.value, entry.origin)
     for key, value in flags.items():
-        out.set(key, value, f"--{key.replace('_', '-')}")
+        flag = f"--{key.replace('_', '-')}"
+        check_value(key, scenario, value, flag, error=UsageError)
+        out.set(key, value, flag)
     return out

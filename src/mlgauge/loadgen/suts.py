@@ -60,6 +60,7 @@ class BatchRunner:
         self.samples = 0
         self.backend_s = 0.0  # time inside backend.run, to separate model cost from harness cost
         self.failure: BaseException | None = None
+        self._count_lock = threading.Lock()  # workers update the counters concurrently
 
     def __call__(self, ids: Sequence[int], indices: Sequence[int]) -> None:
         if not ids:
@@ -68,19 +69,22 @@ class BatchRunner:
             batch = self._store.gather(indices)
             t0 = time.perf_counter()
             outputs = self._run(batch)
-            self.backend_s += time.perf_counter() - t0
+            spent = time.perf_counter() - t0
             responses = np.ascontiguousarray(self._post(outputs), dtype=self._dtype)
         except BaseException as exc:  # noqa: BLE001 - surfaced by the worker after the test
             # Answer anyway so LoadGen finishes; the run is then reported as failed.
             self.failure = self.failure or exc
             responses = np.zeros(len(ids), dtype=self._dtype)
+            spent = 0.0
         n = len(ids)
         size = responses.nbytes // n
         base = responses.__array_interface__["data"][0]
         QSR = self._lg.QuerySampleResponse
         self._lg.QuerySamplesComplete(list(map(QSR, ids, range(base, base + n * size, size), repeat(size, n))))
-        self.batches += 1
-        self.samples += n
+        with self._count_lock:
+            self.backend_s += spent
+            self.batches += 1
+            self.samples += n
 
 
 class InlineSUT:

@@ -82,6 +82,7 @@ def run(spec: RunSpec):
         samples_per_query=spq,
         workers=workers if spec.scenario in ("Server", "Offline") else 1,
         budget_s=spec.calibration_s,
+        scenario=spec.scenario,
     )
     store.unload(probe)
 

@@ -180,6 +180,8 @@ class ResNet50Task:
             images, labels = images[:count], labels[:count]
         dataset = SyntheticImages(images, labels, rule.performance_sample_count)
         weights = Path(weights_path) if weights_path else d / "weights.pt"
+        if not weights.is_file():
+            raise ModelError(f"weights file {weights} does not exist", hint="Check the --weights path")
 
         def build():
             from mlgauge.models.resnet import SmallResNet
