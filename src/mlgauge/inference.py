@@ -119,7 +119,10 @@ def check_workload(plan: Plan) -> None:
 
 
 def run_inference(plan: Plan, store: ResultStore | None = None, listener: Listener | None = None) -> list[ResultRecord]:
-    """Run the plan; store its records together, only if every run succeeded."""
+    """Run the plan (preparing the synthetic stand-in first if needed); store its
+    records together, only if every run succeeded."""
+    if needs_prepare(plan):
+        prepare(plan.base.task)
     records = execute(plan, listener) if listener else execute(plan)
     if store is not None:
         store.add_many(records)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mlgauge.loadgen.calibrate import (
+    OFFLINE_MARGIN,
     OFFLINE_QPS_CAP,
     SERVER_LOAD_FRACTION,
     SERVER_QPS_CAP,
@@ -127,6 +128,7 @@ def test_constants() -> None:
     assert SERVER_LOAD_FRACTION == 0.4
     assert SERVER_QPS_CAP == 50_000.0
     assert OFFLINE_QPS_CAP == 1_000_000.0
+    assert OFFLINE_MARGIN == 1.5
 
 
 def test_conf_hints_units_and_server_fraction() -> None:
@@ -135,17 +137,18 @@ def test_conf_hints_units_and_server_fraction() -> None:
         "SingleStream": {"target_latency": pytest.approx(2.0)},
         "MultiStream": {"target_latency": pytest.approx(12.5)},
         "Server": {"target_qps": pytest.approx(400.0)},
-        "Offline": {"target_qps": pytest.approx(1000.0)},
+        "Offline": {"target_qps": pytest.approx(1500.0)},  # 1.5x margin
     }
 
 
 @pytest.mark.parametrize(
     ("throughput", "server", "offline"),
     [
-        (124_999.0, 49_999.6, 124_999.0),
-        (125_000.0, 50_000.0, 125_000.0),  # the Server cap is reached exactly here
-        (200_000.0, 50_000.0, 200_000.0),
-        (1_000_000.0, 50_000.0, 1_000_000.0),
+        (124_999.0, 49_999.6, 187_498.5),
+        (125_000.0, 50_000.0, 187_500.0),  # the Server cap is reached exactly here
+        (200_000.0, 50_000.0, 300_000.0),
+        (666_000.0, 50_000.0, 999_000.0),
+        (1_000_000.0, 50_000.0, 1_000_000.0),  # the Offline cap
         (5_000_000.0, 50_000.0, 1_000_000.0),  # both caps
     ],
 )
@@ -161,6 +164,7 @@ def test_conf_hints_from_a_real_calibration() -> None:
     m = calibrate(SleepStep(0.002), samples(2), max_batch=4, samples_per_query=2, workers=2, budget_s=0.2)
     hints = conf_hints(m)
     assert hints["SingleStream"]["target_latency"] == pytest.approx(m["latency_1_s"] * 1000)
-    assert hints["Server"]["target_qps"] == pytest.approx(0.4 * hints["Offline"]["target_qps"])
+    assert hints["Server"]["target_qps"] == pytest.approx(0.4 * m["batch_throughput"])
+    assert hints["Offline"]["target_qps"] == pytest.approx(1.5 * m["batch_throughput"])
     # 2 workers x 4 samples / 2 ms = 4000 samples/s at most.
-    assert 2000 < hints["Offline"]["target_qps"] <= 4000 * 1.001
+    assert 2000 < m["batch_throughput"] <= 4000 * 1.001

@@ -86,14 +86,18 @@ def _offline_throughput(plan: Plan, done: list[ResultRecord], listener: Listener
     return record.metric.value
 
 
-def find_peak(plan: Plan, server_spec: RunSpec, done: list[ResultRecord], listener: Listener) -> ResultRecord:
-    """Bisect Server ``target_qps`` in (0, Offline throughput] for the highest VALID run.
+def find_peak(
+    plan: Plan, server_spec: RunSpec, done: list[ResultRecord], listener: Listener, upper: float | None = None
+) -> ResultRecord:
+    """Bisect Server ``target_qps`` in (0, upper] for the highest VALID run; the upper
+    bound defaults to the Offline throughput (from ``done``, or measured now).
 
     Each probe is a complete LoadGen run in its own process. Returns the best
     VALID probe's record (or the lowest probe's, if none was VALID), with every
     probe listed under ``harness["find_peak"]``.
     """
-    upper = _offline_throughput(plan, done, listener)
+    if upper is None:
+        upper = _offline_throughput(plan, done, listener)
     lo, hi = 0.0, upper
     best: ResultRecord | None = None
     lowest: ResultRecord | None = None
