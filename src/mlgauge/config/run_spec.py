@@ -36,6 +36,7 @@ class RunSpec:
     workers: int = 0  # 0 = per-scenario default
     max_wait_ms: float = 1.0
     calibration_s: float = 1.0  # untimed probe of the backend before the test
+    raw_after_s: float = 0.0  # Offline/Server: measure raw batched throughput again after the test
     run_id: str = ""
 
     def with_(self, **changes) -> RunSpec:

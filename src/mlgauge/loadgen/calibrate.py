@@ -41,7 +41,7 @@ def _timed(fn: Callable[[], object], min_runs: int, budget_s: float) -> list[flo
     return times
 
 
-def _parallel_throughput(step: Callable[[np.ndarray], object], batch: np.ndarray, workers: int, budget_s: float) -> float:
+def parallel_throughput(step: Callable[[np.ndarray], object], batch: np.ndarray, workers: int, budget_s: float) -> float:
     """Samples/s with ``workers`` threads each running batches, as the batching SUTs do."""
     counts = [0] * workers
     end = time.perf_counter() + budget_s
@@ -106,8 +106,41 @@ def calibrate(
         full = batch_of(max_batch)
         for _ in range(3):
             step(full)
-        out["batch_throughput"] = _parallel_throughput(step, full, max(1, workers), share)
+        out["batch_throughput"] = parallel_throughput(step, full, max(1, workers), share)
     return out
+
+
+# A Server query can wait for a batch already running, then run in its own:
+# about two batch times. A third of the latency bound per batch leaves the
+# last third for arrival bursts and scheduling noise.
+SERVER_BATCH_SHARE = 1 / 3
+
+
+def server_batch_cap(
+    step: Callable[[np.ndarray], object], samples: np.ndarray, *, bound_s: float, upper: int, budget_s: float = 0.5
+) -> tuple[int, dict[int, float]]:
+    """The largest power-of-two batch (<= ``upper``) whose latency fits the Server bound's share.
+
+    Returns the cap and the measured median latency per batch size tried.
+    """
+
+    def batch_of(n: int) -> np.ndarray:
+        reps = -(-n // len(samples))
+        return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
+
+    sizes = [1 << i for i in range(upper.bit_length()) if 1 << i <= upper]
+    if sizes[-1] != upper:
+        sizes.append(upper)
+    share = budget_s / len(sizes)
+    cap, latencies = 1, {}
+    for size in sizes:
+        batch = batch_of(size)
+        step(batch)  # warm-up for this shape
+        latencies[size] = statistics.median(_timed(lambda b=batch: step(b), 3, share))
+        if latencies[size] > bound_s * SERVER_BATCH_SHARE:
+            break
+        cap = size
+    return cap, latencies
 
 
 def conf_hints(measured: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -33,9 +33,14 @@ class SampleStore:
         if not (self._slot >= 0).any():
             self._data = np.empty((0, *self.source.sample_shape), dtype=self.source.sample_dtype)
 
-    def gather(self, indices: Sequence[int]) -> np.ndarray:
-        """``(len(indices), *sample_shape)``, a fresh contiguous batch."""
-        return self._data.take(self._slot[indices], axis=0)
+    def gather(self, indices: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """``(len(indices), *sample_shape)`` as one contiguous batch, written into
+        ``out[:n]`` when given (a reused buffer spares an allocation per batch)."""
+        slots = self._slot[indices]
+        if out is None:
+            return self._data.take(slots, axis=0)
+        batch = out[: len(slots)]
+        return self._data.take(slots, axis=0, out=batch)
 
     @property
     def loaded(self) -> int:

@@ -61,12 +61,23 @@ class BatchRunner:
         self.backend_s = 0.0  # time inside backend.run, to separate model cost from harness cost
         self.failure: BaseException | None = None
         self._count_lock = threading.Lock()  # workers update the counters concurrently
+        # One input buffer per worker thread, reused batch after batch: a fresh
+        # multi-hundred-KB array each time costs an mmap and its page faults.
+        self._local = threading.local()
+
+    def _buffer(self, n: int) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < n:
+            source = self._store.source
+            buf = np.empty((max(n, 1), *source.sample_shape), dtype=source.sample_dtype)
+            self._local.buf = buf
+        return buf
 
     def __call__(self, ids: Sequence[int], indices: Sequence[int]) -> None:
         if not ids:
             return
         try:
-            batch = self._store.gather(indices)
+            batch = self._store.gather(indices, out=self._buffer(len(indices)))
             t0 = time.perf_counter()
             outputs = self._run(batch)
             spent = time.perf_counter() - t0

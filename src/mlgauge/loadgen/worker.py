@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+import numpy as np
+
 from mlgauge.config.run_spec import RunSpec
 from mlgauge.errors import MlgaugeError, RunError, WorkerError
 
@@ -47,15 +49,9 @@ def run(spec: RunSpec):
 
     from mlgauge.backends import BackendOptions, get_backend_class
     from mlgauge.config.userconf import parse_file
-    from mlgauge.loadgen import calibrate as cal
-    from mlgauge.loadgen.qsl import SampleStore, construct_qsl
-    from mlgauge.loadgen.record import build_record
-    from mlgauge.loadgen.settings import resolve_settings
-    from mlgauge.loadgen.suts import SUT_FOR_SCENARIO, BatchRunner, SutOptions
     from mlgauge.rules import inference_rules, standin_rules
     from mlgauge.tasks import get_task
 
-    out = spec.out_path
     rules = inference_rules(spec.rules_round)
     rules.scenario(spec.scenario)
     user_entries = parse_file(Path(spec.conf_path)) if spec.conf_path else []
@@ -68,34 +64,61 @@ def run(spec: RunSpec):
     backend_cls = get_backend_class(spec.backend)
     spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
     workers, threads, max_batch = _shape(spec, backend_cls, spq)
+    shape = {"workers": workers, "threads_per_worker": threads, "max_batch": max_batch}
     backend = backend_cls(BackendOptions(threads=threads, device=spec.device, compile=spec.compile))
     backend.load(workload.model)
+    return _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape, spq)
 
+
+def _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape: dict, spq: int):
+    from mlgauge.loadgen import calibrate as cal
+    from mlgauge.loadgen.qsl import SampleStore, construct_qsl
+    from mlgauge.loadgen.record import build_record
+    from mlgauge.loadgen.settings import resolve_settings
+    from mlgauge.loadgen.suts import SUT_FOR_SCENARIO, BatchRunner, SutOptions
+
+    out = spec.out_path
+    workers, max_batch = shape["workers"], shape["max_batch"]
     # Calibrate on a few samples through the same path the SUT uses, then let LoadGen load its own set.
     store = SampleStore(workload.dataset)
     probe = list(range(min(64, workload.dataset.total_count)))
     store.load(probe)
+    samples = store.gather(probe)
+
+    def step(batch):
+        return workload.postprocess(backend.run(batch))
+
+    def settle(calibration: dict | None):
+        return resolve_settings(
+            rules=rules,
+            benchmark=bench_rule,
+            scenario=spec.scenario,
+            style=spec.style,
+            dataset_size=workload.dataset.total_count,
+            user_entries=user_entries,
+            flags=spec.flags,
+            calibration=calibration,
+        )
+
+    server_latencies = None
+    if spec.scenario == "Server" and not spec.max_batch:
+        # The latency bound caps the batch: a batch that takes most of the bound cannot be VALID.
+        bound_s = settle(None).values["target_latency"] / 1e3
+        max_batch, server_latencies = cal.server_batch_cap(step, samples, bound_s=bound_s, upper=max_batch)
+        shape["max_batch"] = max_batch
     measured = cal.calibrate(
-        lambda batch: workload.postprocess(backend.run(batch)),
-        store.gather(probe),
+        step,
+        samples,
         max_batch=max_batch,
         samples_per_query=spq,
         workers=workers if spec.scenario in ("Server", "Offline") else 1,
         budget_s=spec.calibration_s,
         scenario=spec.scenario,
     )
+    if server_latencies is not None:
+        measured["server_batch_latency_s"] = server_latencies
     store.unload(probe)
-
-    effective = resolve_settings(
-        rules=rules,
-        benchmark=bench_rule,
-        scenario=spec.scenario,
-        style=spec.style,
-        dataset_size=workload.dataset.total_count,
-        user_entries=user_entries,
-        flags=spec.flags,
-        calibration=cal.conf_hints(measured)[spec.scenario],
-    )
+    effective = settle(cal.conf_hints(measured)[spec.scenario])
     conf_path = effective.write(out / "user.conf")
     settings = lg.TestSettings()
     status = settings.FromConfig(str(conf_path), workload.benchmark, spec.scenario)
@@ -121,15 +144,20 @@ def run(spec: RunSpec):
         sut.stop()
         lg.DestroyQSL(qsl_handle)
         lg.DestroyFastSUT(sut_handle)
+    if spec.raw_after_s > 0 and spec.scenario in ("Server", "Offline"):
+        # The machine drifts: a raw rate from after the test as well as before it
+        # lets a comparison with LoadGen's figure bracket the test in time.
+        store.load(probe)
+        full = np.concatenate([samples] * -(-max_batch // len(samples)))[:max_batch]
+        measured["raw_throughput_after"] = cal.parallel_throughput(step, full, workers, spec.raw_after_s)
+        store.unload(probe)
     if runner.failure is not None:
         exc = runner.failure
         raise RunError(f"the backend failed during the test: {type(exc).__name__}: {exc}".splitlines()[0])
 
     harness = {
         "sut": type(sut).__name__,
-        "max_batch": max_batch,
-        "workers": workers,
-        "threads_per_worker": threads,
+        **shape,
         "max_wait_ms": spec.max_wait_ms if spec.scenario == "Server" else None,
         "batches": runner.batches,
         "samples": runner.samples,
