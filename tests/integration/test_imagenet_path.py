@@ -57,6 +57,7 @@ def test_torch_state_dict_on_imagenet_folder(capsys, tmp_path, imagenet):
     assert acc["passed"] is False  # random weights
 
 
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
 def test_user_onnx_with_1001_classes(capsys, tmp_path, imagenet):
     """A user ONNX model in MLPerf's 1001-class layout: class 0 is background, so predictions shift by one."""
     import torch

@@ -141,3 +141,34 @@ def test_user_conf_and_flags_reach_loadgen(capsys, tmp_path, prepared):
     sources = record["harness"]["settings_sources"]
     assert sources["target_qps"] == f"{conf}:1"
     assert sources["min_duration"] == "--min-duration"
+
+
+def test_harness_shape_per_scenario(runs):
+    for backend in ("torch", "onnxruntime"):
+        by = {(r["scenario"], r["mode"]): r for r in runs[backend]["records"]}
+        server = by[("Server", "performance")]["harness"]
+        latencies = server["calibration"]["server_batch_latency_s"]
+        bound_s = by[("Server", "performance")]["settings"]["target_latency_ns"] / 1e9
+        # The cap is the largest measured size within a third of the latency bound.
+        fitting = [int(b) for b, t in latencies.items() if t <= bound_s / 3]
+        assert server["max_batch"] == max(fitting, default=1)
+        assert by[("MultiStream", "performance")]["harness"]["max_batch"] == 8
+        assert by[("SingleStream", "performance")]["harness"]["sut"] == "InlineSUT"
+        assert by[("Offline", "performance")]["harness"]["sut"] == "BatchingSUT"
+        assert server["sut"] == "DynamicBatchingSUT"
+        assert server["backend_seconds"] > 0
+        assert server["samples"] >= by[("Server", "performance")]["stats"].get("result_query_count", 1)
+
+
+def test_raw_throughput_is_measured_again_after_the_test(tmp_path, prepared):
+    from mlgauge import plan_inference, run_inference
+
+    plan = plan_inference(
+        task="resnet50", backend="torch", scenarios=["Offline"], modes=["performance"],
+        flags={"min_duration": 300}, calibration_s=0.2, runs_dir=tmp_path,
+    )
+    plan.base = plan.base.with_(raw_after_s=0.2)
+    (record,) = run_inference(plan)
+    calibration = record.harness["calibration"]
+    assert calibration["raw_throughput_after"] > 0
+    assert calibration["batch_throughput"] > 0

@@ -12,10 +12,12 @@ import pytest
 from mlgauge.loadgen.calibrate import (
     OFFLINE_MARGIN,
     OFFLINE_QPS_CAP,
+    SERVER_BATCH_SHARE,
     SERVER_LOAD_FRACTION,
     SERVER_QPS_CAP,
     calibrate,
     conf_hints,
+    server_batch_cap,
 )
 
 
@@ -168,3 +170,22 @@ def test_conf_hints_from_a_real_calibration() -> None:
     assert hints["Offline"]["target_qps"] == pytest.approx(1.5 * m["batch_throughput"])
     # 2 workers x 4 samples / 2 ms = 4000 samples/s at most.
     assert 2000 < m["batch_throughput"] <= 4000 * 1.001
+
+
+def test_server_batch_cap_fits_a_third_of_the_bound() -> None:
+    # 1 ms per sample: batches of 1, 2, 4 take 1, 2, 4 ms; with a 9 ms bound the share is 3 ms.
+    step = SleepStep(0.0, per_sample=0.001)
+    cap, latencies = server_batch_cap(step, samples(4), bound_s=0.009, upper=32, budget_s=0.2)
+    assert pytest.approx(1 / 3) == SERVER_BATCH_SHARE
+    assert cap == 2
+    assert list(latencies) == [1, 2, 4]  # stops at the first size over the share
+    assert latencies[4] > 0.003
+
+
+def test_server_batch_cap_reaches_the_upper_limit_and_never_drops_below_one() -> None:
+    fast = SleepStep(0.0, per_sample=1e-5)
+    cap, latencies = server_batch_cap(fast, samples(3), bound_s=0.015, upper=24, budget_s=0.1)
+    assert cap == 24 and list(latencies) == [1, 2, 4, 8, 16, 24]
+    slow = SleepStep(0.02)
+    cap, _ = server_batch_cap(slow, samples(3), bound_s=0.015, upper=32, budget_s=0.05)
+    assert cap == 1

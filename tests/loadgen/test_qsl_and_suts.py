@@ -507,3 +507,14 @@ def test_sut_for_scenario_and_options() -> None:
     }
     assert expected_suts == SUT_FOR_SCENARIO
     assert SutOptions() == SutOptions(max_batch=32, workers=1, max_wait_ms=1.0)
+
+
+def test_gather_into_a_reused_buffer() -> None:
+    store = SampleStore(FakeSource(total=10, perf=10))
+    store.load(range(10))
+    buf = np.full((8, 2, 3), -1.0, dtype=np.float32)
+    batch = store.gather([7, 2, 5], out=buf)
+    assert batch.shape == (3, 2, 3)
+    assert np.shares_memory(batch, buf)
+    np.testing.assert_array_equal(batch, store.gather([7, 2, 5]))
+    assert (buf[3:] == -1).all()  # rows past the batch are untouched
