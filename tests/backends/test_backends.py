@@ -354,3 +354,9 @@ def test_null_backend():
     assert backend.run(_batch(0)).shape == (0, 1)
     info = backend.describe()
     assert info["backend"] == "null" and info["model"] == "tiny" and info["device"] == "none"
+
+
+def test_null_backend_runs_one_instance():
+    # Its whole path is Python under the GIL, so a second instance would only contend.
+    assert NullBackend.default_workers == 1
+    assert NullBackend.default_max_batch == 512

@@ -3,6 +3,8 @@ real LoadGen worker processes, real logs, the real results database."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -28,13 +30,9 @@ def _run_json(capsys, argv: list[str]) -> dict:
 def runs(tmp_path_factory, prepared) -> dict:
     """One quick run of all four scenarios in both modes per backend, shared by the tests below."""
     root = tmp_path_factory.mktemp("runs")
-    capsys = pytest.CaptureFixture  # placeholder to keep the fixture signature simple
-    del capsys
     results = {}
     for backend in ("torch", "onnxruntime"):
-        import contextlib
-        import io
-
+        # A module-scoped fixture cannot use capsys, so capture by hand.
         buf_out, buf_err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(buf_out), contextlib.redirect_stderr(buf_err):
             code = main(

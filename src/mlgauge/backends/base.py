@@ -39,6 +39,7 @@ class Backend(Protocol):
     name: ClassVar[str]
     requires: ClassVar[tuple[str, ...]]  # importable modules it needs, to tell "not installed" early
     default_max_batch: ClassVar[int]  # optional; batching SUTs fall back to 32
+    default_workers: ClassVar[int]  # optional; batching SUTs fall back to one instance per core
 
     def __init__(self, options: BackendOptions) -> None: ...
 

@@ -15,6 +15,8 @@ class NullBackend:
     requires: ClassVar[tuple[str, ...]] = ()
     # With no model cost, per-batch overhead is all there is: bigger batches measure the harness at its best.
     default_max_batch: ClassVar[int] = 512
+    # All of its work is Python under the GIL: a second instance only contends for it.
+    default_workers: ClassVar[int] = 1
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options

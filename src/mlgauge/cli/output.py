@@ -6,6 +6,7 @@ import json
 import sys
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mlgauge.results.record import ResultRecord
@@ -83,3 +84,15 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
 
 
 _KEY_NAMES = ("task", "data", "scenario", "backend", "style")
+
+
+def prepare_with_progress(task: str, quiet: bool) -> None:
+    """Prepare a task's synthetic stand-in, with a progress bar unless ``quiet``."""
+    from mlgauge.inference import prepare
+
+    if quiet:
+        prepare(task)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err_console) as bar:
+        tid = bar.add_task(f"preparing {task}", total=1.0)
+        prepare(task, lambda stage, f: bar.update(tid, description=f"preparing {task}: {stage}", completed=f))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlgauge.cli.output import console, print_json
-from mlgauge.cli.run_cmd import _prepare_with_progress
+from mlgauge.cli.output import console, prepare_with_progress, print_json
 from mlgauge.tasks import DEFAULT_TASK, get_task
 
 
@@ -20,7 +19,7 @@ def execute(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     was_prepared = task.is_prepared()
     if not was_prepared:
-        _prepare_with_progress(args.task, args.json)
+        prepare_with_progress(args.task, args.json)
     meta = task.prepare()
     if args.json:
         print_json({**meta, "cached": was_prepared})

@@ -6,10 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from mlgauge import inference, paths
-from mlgauge.cli.output import console, err_console, print_json, results_table
+from mlgauge.cli.output import console, err_console, prepare_with_progress, print_json, results_table
 from mlgauge.config.run_spec import MODES
 from mlgauge.results.store import ResultStore
 from mlgauge.rules import DEFAULT_ROUND, SCENARIOS
@@ -70,15 +70,6 @@ def register(sub) -> None:
     p.set_defaults(handler=execute)
 
 
-def _prepare_with_progress(task: str, quiet: bool) -> None:
-    if quiet:
-        inference.prepare(task)
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err_console) as bar:
-        tid = bar.add_task(f"preparing {task}", total=1.0)
-        inference.prepare(task, lambda stage, f: bar.update(tid, description=f"preparing {task}: {stage}", completed=f))
-
-
 def execute(args: argparse.Namespace) -> int:
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
     db_path = args.db or paths.default_db_path()
@@ -107,7 +98,7 @@ def execute(args: argparse.Namespace) -> int:
     paths.ensure_writable_dir(Path(db_path).parent, "results database")
     store = ResultStore(Path(db_path))
     if inference.needs_prepare(plan):
-        _prepare_with_progress(args.task, args.json)
+        prepare_with_progress(args.task, args.json)
     inference.check_workload(plan)
 
     started = time.perf_counter()

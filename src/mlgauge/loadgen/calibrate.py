@@ -29,6 +29,12 @@ OFFLINE_QPS_CAP = 1_000_000.0
 OFFLINE_MARGIN = 1.5
 
 
+def batch_of(samples: np.ndarray, n: int) -> np.ndarray:
+    """``n`` samples, repeating the given ones as often as needed."""
+    reps = -(-n // len(samples))
+    return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
+
+
 def _timed(fn: Callable[[], object], min_runs: int, budget_s: float) -> list[float]:
     times = []
     end = time.perf_counter() + budget_s
@@ -85,25 +91,21 @@ def calibrate(
     With ``scenario`` only that scenario's hint is measured; without, all three.
     """
 
-    def batch_of(n: int) -> np.ndarray:
-        reps = -(-n // len(samples))
-        return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
-
     needed = _NEEDED.get(scenario, ("latency_1_s", "latency_query_s", "batch_throughput"))
     share = budget_s / len(needed)
     out: dict[str, float] = {"max_batch": max_batch, "workers": workers}
     if "latency_1_s" in needed:
-        one = batch_of(1)
+        one = batch_of(samples, 1)
         for _ in range(3):  # warm-up: first calls allocate, compile and tune
             step(one)
         out["latency_1_s"] = statistics.median(_timed(lambda: step(one), 5, share))
     if "latency_query_s" in needed:
-        query = batch_of(samples_per_query)
+        query = batch_of(samples, samples_per_query)
         for _ in range(3):
             step(query)
         out["latency_query_s"] = statistics.median(_timed(lambda: step(query), 5, share))
     if "batch_throughput" in needed:
-        full = batch_of(max_batch)
+        full = batch_of(samples, max_batch)
         for _ in range(3):
             step(full)
         out["batch_throughput"] = parallel_throughput(step, full, max(1, workers), share)
@@ -124,17 +126,13 @@ def server_batch_cap(
     Returns the cap and the measured median latency per batch size tried.
     """
 
-    def batch_of(n: int) -> np.ndarray:
-        reps = -(-n // len(samples))
-        return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
-
     sizes = [1 << i for i in range(upper.bit_length()) if 1 << i <= upper]
     if sizes[-1] != upper:
         sizes.append(upper)
     share = budget_s / len(sizes)
     cap, latencies = 1, {}
     for size in sizes:
-        batch = batch_of(size)
+        batch = batch_of(samples, size)
         step(batch)  # warm-up for this shape
         latencies[size] = statistics.median(_timed(lambda b=batch: step(b), 3, share))
         if latencies[size] > bound_s * SERVER_BATCH_SHARE:

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,26 +30,62 @@ def _write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def _shape(spec: RunSpec, backend_cls, samples_per_query: int) -> tuple[int, int, int]:
-    """(workers, threads per worker, max batch) for this run: flags win, then defaults."""
+def _shape(spec: RunSpec, backend_cls, samples_per_query: int) -> dict:
+    """Workers, threads per worker and max batch for this run: flags win, then defaults."""
     from mlgauge.backends.base import BackendOptions
     from mlgauge.loadgen.suts import default_shape
 
-    cores = BackendOptions().resolved_threads
-    workers, threads = default_shape(spec.scenario, cores)
+    workers, threads = default_shape(spec.scenario, BackendOptions().resolved_threads)
+    workers = getattr(backend_cls, "default_workers", workers)
     if spec.scenario == "MultiStream":
         default_batch = samples_per_query  # one query, one batch
     else:
         default_batch = getattr(backend_cls, "default_max_batch", 32)
-    return spec.workers or workers, spec.threads or threads, spec.max_batch or default_batch
+    return {
+        "workers": spec.workers or workers,
+        "threads_per_worker": spec.threads or threads,
+        "max_batch": spec.max_batch or default_batch,
+    }
 
 
-def run(spec: RunSpec):
-    """Run the test described by ``spec``; returns the ResultRecord."""
-    import mlperf_loadgen as lg
+@dataclass
+class _Context:
+    """Everything one test needs, opened once."""
 
+    spec: RunSpec
+    rules: object
+    bench_rule: object
+    user_entries: list
+    workload: object
+    backend: object
+    store: object
+    shape: dict
+    samples_per_query: int
+    probe: list[int]
+
+    def step(self, batch: np.ndarray) -> np.ndarray:
+        """The SUT's path for one batch, minus LoadGen: what calibration times."""
+        return self.workload.postprocess(self.backend.run(batch))
+
+    def settle(self, calibration: dict | None):
+        from mlgauge.loadgen.settings import resolve_settings
+
+        return resolve_settings(
+            rules=self.rules,
+            benchmark=self.bench_rule,
+            scenario=self.spec.scenario,
+            style=self.spec.style,
+            dataset_size=self.workload.dataset.total_count,
+            user_entries=self.user_entries,
+            flags=self.spec.flags,
+            calibration=calibration,
+        )
+
+
+def _open(spec: RunSpec) -> _Context:
     from mlgauge.backends import BackendOptions, get_backend_class
     from mlgauge.config.userconf import parse_file
+    from mlgauge.loadgen.qsl import SampleStore
     from mlgauge.rules import inference_rules, standin_rules
     from mlgauge.tasks import get_task
 
@@ -60,68 +97,74 @@ def run(spec: RunSpec):
     )
     synthetic = workload.dataset.label == "synthetic"
     bench_rule = standin_rules()[workload.benchmark] if synthetic else rules.benchmark(workload.benchmark)
-
     backend_cls = get_backend_class(spec.backend)
     spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
-    workers, threads, max_batch = _shape(spec, backend_cls, spq)
-    shape = {"workers": workers, "threads_per_worker": threads, "max_batch": max_batch}
-    backend = backend_cls(BackendOptions(threads=threads, device=spec.device, compile=spec.compile))
+    shape = _shape(spec, backend_cls, spq)
+    backend = backend_cls(
+        BackendOptions(threads=shape["threads_per_worker"], device=spec.device, compile=spec.compile)
+    )
     backend.load(workload.model)
-    return _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape, spq)
+    probe = list(range(min(64, workload.dataset.total_count)))
+    return _Context(spec, rules, bench_rule, user_entries, workload, backend, SampleStore(workload.dataset), shape, spq, probe)
 
 
-def _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape: dict, spq: int):
+def _parallel_workers(ctx: _Context) -> int:
+    return ctx.shape["workers"] if ctx.spec.scenario in ("Server", "Offline") else 1
+
+
+def _calibrate(ctx: _Context) -> dict:
+    """Untimed probes on a few samples; LoadGen loads its own set afterwards."""
     from mlgauge.loadgen import calibrate as cal
-    from mlgauge.loadgen.qsl import SampleStore, construct_qsl
-    from mlgauge.loadgen.record import build_record
-    from mlgauge.loadgen.settings import resolve_settings
+
+    spec, shape = ctx.spec, ctx.shape
+    ctx.store.load(ctx.probe)
+    try:
+        samples = ctx.store.gather(ctx.probe)
+        server_latencies = None
+        if spec.scenario == "Server" and not spec.max_batch:
+            # The latency bound caps the batch: a batch that takes most of the bound cannot be VALID.
+            bound_s = ctx.settle(None).values["target_latency"] / 1e3
+            shape["max_batch"], server_latencies = cal.server_batch_cap(
+                ctx.step, samples, bound_s=bound_s, upper=shape["max_batch"]
+            )
+        measured = cal.calibrate(
+            ctx.step,
+            samples,
+            max_batch=shape["max_batch"],
+            samples_per_query=ctx.samples_per_query,
+            workers=_parallel_workers(ctx),
+            budget_s=spec.calibration_s,
+            scenario=spec.scenario,
+        )
+        if server_latencies is not None:
+            measured["server_batch_latency_s"] = server_latencies
+        return measured
+    finally:
+        ctx.store.unload(ctx.probe)
+
+
+def _raw_throughput(ctx: _Context, seconds: float) -> float:
+    """Batched samples/s without LoadGen, same instances, threads and batch size."""
+    from mlgauge.loadgen import calibrate as cal
+
+    ctx.store.load(ctx.probe)
+    try:
+        full = cal.batch_of(ctx.store.gather(ctx.probe), ctx.shape["max_batch"])
+        return cal.parallel_throughput(ctx.step, full, _parallel_workers(ctx), seconds)
+    finally:
+        ctx.store.unload(ctx.probe)
+
+
+def _test(ctx: _Context, conf_path: Path):
+    """The LoadGen test itself; returns the runner (its counters) and the SUT's name."""
+    import mlperf_loadgen as lg
+
+    from mlgauge.loadgen.qsl import construct_qsl
     from mlgauge.loadgen.suts import SUT_FOR_SCENARIO, BatchRunner, SutOptions
 
-    out = spec.out_path
-    workers, max_batch = shape["workers"], shape["max_batch"]
-    # Calibrate on a few samples through the same path the SUT uses, then let LoadGen load its own set.
-    store = SampleStore(workload.dataset)
-    probe = list(range(min(64, workload.dataset.total_count)))
-    store.load(probe)
-    samples = store.gather(probe)
-
-    def step(batch):
-        return workload.postprocess(backend.run(batch))
-
-    def settle(calibration: dict | None):
-        return resolve_settings(
-            rules=rules,
-            benchmark=bench_rule,
-            scenario=spec.scenario,
-            style=spec.style,
-            dataset_size=workload.dataset.total_count,
-            user_entries=user_entries,
-            flags=spec.flags,
-            calibration=calibration,
-        )
-
-    server_latencies = None
-    if spec.scenario == "Server" and not spec.max_batch:
-        # The latency bound caps the batch: a batch that takes most of the bound cannot be VALID.
-        bound_s = settle(None).values["target_latency"] / 1e3
-        max_batch, server_latencies = cal.server_batch_cap(step, samples, bound_s=bound_s, upper=max_batch)
-        shape["max_batch"] = max_batch
-    measured = cal.calibrate(
-        step,
-        samples,
-        max_batch=max_batch,
-        samples_per_query=spq,
-        workers=workers if spec.scenario in ("Server", "Offline") else 1,
-        budget_s=spec.calibration_s,
-        scenario=spec.scenario,
-    )
-    if server_latencies is not None:
-        measured["server_batch_latency_s"] = server_latencies
-    store.unload(probe)
-    effective = settle(cal.conf_hints(measured)[spec.scenario])
-    conf_path = effective.write(out / "user.conf")
+    spec, out = ctx.spec, ctx.spec.out_path
     settings = lg.TestSettings()
-    status = settings.FromConfig(str(conf_path), workload.benchmark, spec.scenario)
+    status = settings.FromConfig(str(conf_path), ctx.workload.benchmark, spec.scenario)
     if status != 0:
         raise RunError(f"LoadGen rejected the generated {conf_path} (status {status})")
     settings.scenario = getattr(lg.TestScenario, spec.scenario)
@@ -130,12 +173,12 @@ def _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape
     log_settings.log_output.outdir = str(out)
     log_settings.enable_trace = False
 
-    runner = BatchRunner(lg, store, backend.run, workload.postprocess, workload.response_dtype)
-    sut = SUT_FOR_SCENARIO[spec.scenario](
-        runner, SutOptions(max_batch=max_batch, workers=workers, max_wait_ms=spec.max_wait_ms)
-    )
+    w = ctx.workload
+    runner = BatchRunner(lg, ctx.store, ctx.backend.run, w.postprocess, w.response_dtype)
+    options = SutOptions(max_batch=ctx.shape["max_batch"], workers=ctx.shape["workers"], max_wait_ms=spec.max_wait_ms)
+    sut = SUT_FOR_SCENARIO[spec.scenario](runner, options)
     sut_handle = lg.ConstructFastSUT(sut.issue, sut.flush)
-    qsl_handle = construct_qsl(lg, store)
+    qsl_handle = construct_qsl(lg, ctx.store)
     try:
         # LoadGen applies an audit.config from the working directory if one is there;
         # point it at the run folder so a stray file elsewhere cannot change a run.
@@ -144,20 +187,28 @@ def _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape
         sut.stop()
         lg.DestroyQSL(qsl_handle)
         lg.DestroyFastSUT(sut_handle)
-    if spec.raw_after_s > 0 and spec.scenario in ("Server", "Offline"):
-        # The machine drifts: a raw rate from after the test as well as before it
-        # lets a comparison with LoadGen's figure bracket the test in time.
-        store.load(probe)
-        full = np.concatenate([samples] * -(-max_batch // len(samples)))[:max_batch]
-        measured["raw_throughput_after"] = cal.parallel_throughput(step, full, workers, spec.raw_after_s)
-        store.unload(probe)
     if runner.failure is not None:
         exc = runner.failure
         raise RunError(f"the backend failed during the test: {type(exc).__name__}: {exc}".splitlines()[0])
+    return runner, type(sut).__name__
 
+
+def run(spec: RunSpec):
+    """Run the test described by ``spec``; returns the ResultRecord."""
+    from mlgauge.loadgen import calibrate as cal
+    from mlgauge.loadgen.record import build_record
+
+    ctx = _open(spec)
+    measured = _calibrate(ctx)
+    effective = ctx.settle(cal.conf_hints(measured)[spec.scenario])
+    runner, sut_name = _test(ctx, effective.write(spec.out_path / "user.conf"))
+    if spec.raw_after_s > 0 and spec.scenario in ("Server", "Offline"):
+        # The machine drifts: a raw rate from after the test as well as before it
+        # lets a comparison with LoadGen's figure bracket the test in time.
+        measured["raw_throughput_after"] = _raw_throughput(ctx, spec.raw_after_s)
     harness = {
-        "sut": type(sut).__name__,
-        **shape,
+        "sut": sut_name,
+        **ctx.shape,
         "max_wait_ms": spec.max_wait_ms if spec.scenario == "Server" else None,
         "batches": runner.batches,
         "samples": runner.samples,
@@ -165,7 +216,7 @@ def _measure(lg, spec, rules, workload, bench_rule, user_entries, backend, shape
         "calibration": measured,
         "settings_sources": effective.sources,
     }
-    return build_record(spec, workload, backend.describe(), rules, out, harness)
+    return build_record(spec, ctx.workload, ctx.backend.describe(), ctx.rules, spec.out_path, harness)
 
 
 def main(argv: list[str] | None = None) -> int:
