@@ -40,7 +40,9 @@ class SampleStore:
         if out is None:
             return self._data.take(slots, axis=0)
         batch = out[: len(slots)]
-        return self._data.take(slots, axis=0, out=batch)
+        # mode="raise" (the default) makes numpy copy through a temporary buffer when
+        # ``out`` is given; the slots are always valid, so "wrap" costs nothing and copies once.
+        return self._data.take(slots, axis=0, out=batch, mode="wrap")
 
     @property
     def loaded(self) -> int:

@@ -42,6 +42,13 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _existing_weights(path: Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist", hint="Check the --weights path")
+    return path
+
+
 def load_state_dict(path: Path) -> dict:
     """Read a PyTorch state dict without executing code from the file."""
     import torch
@@ -180,9 +187,7 @@ class ResNet50Task:
         if count is not None:
             images, labels = images[:count], labels[:count]
         dataset = SyntheticImages(images, labels, rule.performance_sample_count)
-        weights = Path(weights_path) if weights_path else d / "weights.pt"
-        if not weights.is_file():
-            raise ModelError(f"weights file {weights} does not exist", hint="Check the --weights path")
+        weights = _existing_weights(weights_path or d / "weights.pt")
 
         def build():
             from mlgauge.models.resnet import SmallResNet
@@ -208,9 +213,7 @@ class ResNet50Task:
                 "ResNet-50 on ImageNet needs weights",
                 hint="Pass --weights with MLPerf's resnet50_v1.onnx or a torchvision-layout state dict (.pt/.pth)",
             )
-        weights_path = Path(weights_path)
-        if not weights_path.is_file():
-            raise ModelError(f"weights file {weights_path} does not exist", hint="Check the --weights path")
+        weights_path = _existing_weights(weights_path)
         dataset = ImageNetValidation(
             Path(dataset_path),
             count=count,
