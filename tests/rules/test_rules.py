@@ -4,14 +4,12 @@ only on the first FromConfig of a process)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 
+from loadgen_reader import loadgen_read
 from mlgauge.errors import UsageError
 from mlgauge.rules import (
     DEFAULT_ROUND,
@@ -155,41 +153,14 @@ def test_quality_target_arithmetic() -> None:
 
 # --- cross-check with LoadGen's built-in mlperf.conf ---------------------------------
 
-LG_READ = r"""
-import json, sys
-import mlperf_loadgen as lg
-path, model, scenario = sys.argv[1:4]
-s = lg.TestSettings()
-out = {"rc": s.FromConfig(path, model, scenario)}
-for name in dir(s):
-    if not name.startswith("_"):
-        v = getattr(s, name)
-        if isinstance(v, (bool, int, float)):
-            out[name] = v
-print(json.dumps(out))
-"""
-
-
 @pytest.fixture(scope="module")
 def builtin(tmp_path_factory) -> dict[str, dict]:
     """LoadGen's TestSettings for resnet50 from an empty user.conf, per scenario."""
     empty = Path(tmp_path_factory.mktemp("lgconf")) / "user.conf"
     empty.write_text("")
-    procs = {
-        s: subprocess.Popen(
-            [sys.executable, "-c", LG_READ, str(empty), "resnet50", s],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for s in SCENARIOS
-    }
-    out = {}
-    for s, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=60)
-        assert proc.returncode == 0, stderr
-        out[s] = json.loads(stdout.strip().splitlines()[-1])
-        assert out[s]["rc"] == 0
+    read = loadgen_read([(empty, "resnet50", s) for s in SCENARIOS])
+    out = dict(zip(SCENARIOS, read, strict=True))
+    assert all(v["rc"] == 0 for v in out.values())
     return out
 
 
