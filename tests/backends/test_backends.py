@@ -19,6 +19,7 @@ from mlgauge.backends.onnxruntime_backend import OnnxRuntimeBackend, export_to_o
 from mlgauge.backends.torch_backend import TorchBackend
 from mlgauge.errors import BackendError, ModelError, UsageError
 from mlgauge.tasks.base import ModelSource
+from mlgauge.tensors import TensorSpec
 
 INPUT_SHAPE = (3, 8, 8)
 
@@ -41,7 +42,7 @@ def _tiny_module() -> torch.nn.Module:
 
 
 def _tiny_source(cache_key: str = "tiny-test-model", build=_tiny_module) -> ModelSource:
-    return ModelSource(name="tiny", input_shape=INPUT_SHAPE, cache_key=cache_key, build=build)
+    return ModelSource(name="tiny", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key=cache_key, build=build)
 
 
 def _batch(n: int, seed: int = 0) -> np.ndarray:
@@ -178,7 +179,7 @@ def test_torch_backend_matches_the_module():
 
 
 def test_torch_backend_refuses_onnx_files(tmp_path):
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="k", onnx_path=tmp_path / "m.onnx")
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="k", onnx_path=tmp_path / "m.onnx")
     with pytest.raises(ModelError, match="ONNX file") as info:
         TorchBackend(BackendOptions()).load(source)
     assert "onnxruntime" in str(info.value)
@@ -262,7 +263,7 @@ def test_onnx_export_failure_is_a_model_error():
 def test_fixed_batch_onnx_runs_in_padded_chunks(tmp_path):
     path = tmp_path / "fixed4.onnx"
     w, b = _linear_onnx(path, 4)
-    source = ModelSource(name="fixed", input_shape=INPUT_SHAPE, cache_key="fixed4", onnx_path=path)
+    source = ModelSource(name="fixed", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="fixed4", onnx_path=path)
     backend = OnnxRuntimeBackend(BackendOptions(threads=1))
     backend.load(source)
     assert backend.describe()["model_file"] == str(path)
@@ -279,7 +280,7 @@ def test_user_onnx_with_dynamic_batch(tmp_path):
     path = tmp_path / "dyn.onnx"
     w, b = _linear_onnx(path, "N")
     backend = OnnxRuntimeBackend(BackendOptions(threads=1))
-    backend.load(ModelSource(name="dyn", input_shape=INPUT_SHAPE, cache_key="dyn", onnx_path=path))
+    backend.load(ModelSource(name="dyn", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="dyn", onnx_path=path))
     batch = _batch(7)
     np.testing.assert_allclose(backend.run(batch), batch.reshape(7, -1) @ w + b, rtol=1e-4, atol=1e-4)
 
@@ -287,7 +288,7 @@ def test_user_onnx_with_dynamic_batch(tmp_path):
 def test_corrupt_onnx_file(tmp_path):
     path = tmp_path / "broken.onnx"
     path.write_bytes(np.random.default_rng(3).bytes(2048))
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
     with pytest.raises(ModelError, match="ONNX Runtime cannot load") as info:
         OnnxRuntimeBackend(BackendOptions()).load(source)
     assert str(path) in str(info.value)
@@ -296,8 +297,8 @@ def test_corrupt_onnx_file(tmp_path):
 def test_onnx_with_the_wrong_input_size(tmp_path):
     path = tmp_path / "big.onnx"
     _linear_onnx(path, "N", sample_shape=(3, 16, 16))
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
-    with pytest.raises(ModelError, match="expects input shape") as info:
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
+    with pytest.raises(ModelError, match="expects input 'input' of shape") as info:
         OnnxRuntimeBackend(BackendOptions()).load(source)
     assert "16" in str(info.value) and str(path) in str(info.value)
 
@@ -305,8 +306,8 @@ def test_onnx_with_the_wrong_input_size(tmp_path):
 def test_onnx_with_the_wrong_rank(tmp_path):
     path = tmp_path / "flat.onnx"
     _linear_onnx(path, "N", sample_shape=(192,))
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
-    with pytest.raises(ModelError, match="expects input shape"):
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
+    with pytest.raises(ModelError, match="expects input 'input' of shape"):
         OnnxRuntimeBackend(BackendOptions()).load(source)
 
 
@@ -317,7 +318,7 @@ def test_onnx_with_two_inputs(tmp_path):
         [helper.make_node("Add", ["a", "b"], ["output"])],
         out_dims=["N", *INPUT_SHAPE],
     )
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
     with pytest.raises(ModelError, match="has 2 inputs"):
         OnnxRuntimeBackend(BackendOptions()).load(source)
 
@@ -329,7 +330,7 @@ def test_onnxruntime_cuda_without_provider(tmp_path):
         pytest.skip("needs an ONNX Runtime without CUDA")
     path = tmp_path / "dyn.onnx"
     _linear_onnx(path, "N")
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
     with pytest.raises(BackendError, match="no CUDA provider"):
         OnnxRuntimeBackend(BackendOptions(device="cuda")).load(source)
 
@@ -337,7 +338,7 @@ def test_onnxruntime_cuda_without_provider(tmp_path):
 def test_onnxruntime_unknown_device(tmp_path):
     path = tmp_path / "dyn.onnx"
     _linear_onnx(path, "N")
-    source = ModelSource(name="x", input_shape=INPUT_SHAPE, cache_key="x", onnx_path=path)
+    source = ModelSource(name="x", inputs=(TensorSpec("input", INPUT_SHAPE),), cache_key="x", onnx_path=path)
     with pytest.raises(BackendError, match="unknown device 'tpu'"):
         OnnxRuntimeBackend(BackendOptions(device="tpu")).load(source)
 

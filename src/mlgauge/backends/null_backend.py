@@ -8,6 +8,7 @@ import numpy as np
 
 from mlgauge.backends.base import BackendOptions
 from mlgauge.tasks.base import ModelSource
+from mlgauge.tensors import Batch, batch_len
 
 
 class NullBackend:
@@ -23,10 +24,15 @@ class NullBackend:
 
     def load(self, model: ModelSource) -> None:
         self._model_name = model.name
+        self._outputs = model.outputs
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        # One score per sample: enough for any task's post-processing to produce a (wrong) answer.
-        return np.zeros((len(batch), 1), dtype=np.float32)
+    def run(self, batch: Batch):
+        # Zeros shaped like the model's outputs: any task's post-processing turns them into a (wrong) answer.
+        n = batch_len(batch)
+        if not self._outputs:
+            return np.zeros((n, 1), dtype=np.float32)
+        outs = tuple(spec.empty(n) for spec in self._outputs)
+        return outs[0] if len(outs) == 1 else outs
 
     def describe(self) -> dict:
         return {"backend": self.name, "version": "-", "device": "none", "model": self._model_name}

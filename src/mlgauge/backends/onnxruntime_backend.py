@@ -21,6 +21,7 @@ from mlgauge import paths
 from mlgauge.backends.base import BackendOptions
 from mlgauge.errors import BackendError, ModelError
 from mlgauge.tasks.base import ModelSource
+from mlgauge.tensors import Batch, batch_len, batch_slice, pad_to
 
 OPSET = 18
 
@@ -39,7 +40,10 @@ def export_to_onnx(model: ModelSource) -> Path:
     import torch
 
     module = model.build()
-    example = torch.zeros((2, *model.input_shape), dtype=torch.float32)
+    example = model.example(2)
+    args = tuple(torch.from_numpy(a) for a in (example.values() if isinstance(example, dict) else [example]))
+    names = [spec.name for spec in model.inputs]
+    output_names = [spec.name for spec in model.outputs] or ["output"]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=target.parent)
     os.close(fd)
@@ -53,10 +57,10 @@ def export_to_onnx(model: ModelSource) -> Path:
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 module,
-                (example,),
-                input_names=["input"],
-                output_names=["output"],
-                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                args,
+                input_names=names,
+                output_names=output_names,
+                dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC} for _ in args),
                 opset_version=OPSET,
                 dynamo=True,
                 verbose=False,
@@ -109,33 +113,48 @@ class OnnxRuntimeBackend:
                 f"ONNX Runtime cannot load {path}: {first}",
                 hint="Check that the file is a complete, valid ONNX model for this task",
             ) from None
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelError(f"{path} has {len(inputs)} inputs; this task feeds exactly one")
-        self._input = inputs[0].name
-        shape = list(inputs[0].shape)
-        expected = list(model.input_shape)
-        fixed = [d if isinstance(d, int) else None for d in shape[1:]]
-        if len(shape) != len(expected) + 1 or any(f is not None and f != e for f, e in zip(fixed, expected, strict=False)):
-            raise ModelError(
-                f"{path} expects input shape {shape}, but this task's samples are {['batch', *expected]}",
-                hint="Use a model exported for this task's input size and layout (NCHW)",
-            )
+        self._inputs = [i.name for i in self._session.get_inputs()]
+        self._check_inputs(path, model)
         # A model exported with a fixed batch size runs in chunks of that size.
-        self._fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        first = self._session.get_inputs()[0].shape[0]
+        self._fixed_batch = first if isinstance(first, int) and first > 0 else None
         self._path = path
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        if self._fixed_batch is None or len(batch) == self._fixed_batch:
-            return self._session.run(None, {self._input: batch})[0]
-        n, k = len(batch), self._fixed_batch
-        outs = []
-        for start in range(0, n, k):
-            chunk = batch[start : start + k]
-            if len(chunk) < k:
-                pad = np.repeat(chunk[-1:], k - len(chunk), axis=0)
-                chunk = np.concatenate([chunk, pad])
-            outs.append(self._session.run(None, {self._input: chunk})[0])
+    def _check_inputs(self, path: Path, model: ModelSource) -> None:
+        got = {i.name: list(i.shape) for i in self._session.get_inputs()}
+        want = {spec.name: ["batch", *spec.shape] for spec in model.inputs}
+        if len(got) != len(want) or (len(want) > 1 and set(got) != set(want)):
+            raise ModelError(
+                f"{path} has {len(got)} inputs {got}; this task feeds {len(want)}: {want}",
+                hint="Use a model exported for this task (same input names, count and layout)",
+            )
+        for (name, shape), spec in zip(got.items(), model.inputs, strict=True):
+            if len(want) > 1:
+                spec = next(s for s in model.inputs if s.name == name)
+            fixed = [d if isinstance(d, int) else None for d in shape[1:]]
+            if len(shape) != len(spec.shape) + 1 or any(f is not None and f != e for f, e in zip(fixed, spec.shape, strict=False)):
+                raise ModelError(
+                    f"{path} expects input '{name}' of shape {shape}, but this task's samples are {['batch', *spec.shape]}",
+                    hint="Use a model exported for this task's input size and layout (NCHW for images)",
+                )
+
+    def _feed(self, batch: Batch) -> dict:
+        if isinstance(batch, dict):
+            return batch
+        return {self._inputs[0]: batch}
+
+    def _run(self, batch: Batch):
+        outs = self._session.run(None, self._feed(batch))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run(self, batch: Batch):
+        n = batch_len(batch)
+        if self._fixed_batch is None or n == self._fixed_batch:
+            return self._run(batch)
+        k = self._fixed_batch
+        outs = [self._run(pad_to(batch_slice(batch, start, start + k), k)) for start in range(0, n, k)]
+        if isinstance(outs[0], tuple):
+            return tuple(np.concatenate(parts)[:n] for parts in zip(*outs, strict=True))
         return np.concatenate(outs)[:n]
 
     def describe(self) -> dict:

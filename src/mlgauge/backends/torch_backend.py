@@ -9,6 +9,7 @@ import numpy as np
 from mlgauge.backends.base import BackendOptions
 from mlgauge.errors import BackendError, ModelError
 from mlgauge.tasks.base import ModelSource
+from mlgauge.tensors import Batch
 
 
 class TorchBackend:
@@ -44,14 +45,25 @@ class TorchBackend:
         if self.options.compile:
             module = torch.compile(module)
         self._model = module
+        self._input_names = [spec.name for spec in model.inputs]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        torch = self._torch
-        with torch.inference_mode():
-            x = torch.from_numpy(batch)
-            if self.device != "cpu":
-                x = x.to(self.device, non_blocking=True)
-            return self._model(x).float().cpu().numpy()
+    def _tensor(self, array: np.ndarray):
+        x = self._torch.from_numpy(array)
+        return x.to(self.device, non_blocking=True) if self.device != "cpu" else x
+
+    def _numpy(self, out):
+        if isinstance(out, (tuple, list)):
+            return tuple(self._numpy(o) for o in out)
+        out = out.cpu()
+        return (out.float() if out.is_floating_point() else out).numpy()
+
+    def run(self, batch: Batch):
+        with self._torch.inference_mode():
+            if isinstance(batch, dict):  # inputs in the model's call order
+                out = self._model(*(self._tensor(batch[name]) for name in self._input_names))
+            else:
+                out = self._model(self._tensor(batch))
+            return self._numpy(out)
 
     def describe(self) -> dict:
         torch = self._torch

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import numpy as np
+from mlgauge.tensors import Batch, batch_len, batch_repeat_to
 
 # 40% of the measured batch throughput leaves the Server queue room to stay inside
 # its latency bound; the cap keeps LoadGen's pre-generated schedule (about 300 B
@@ -29,12 +29,6 @@ OFFLINE_QPS_CAP = 1_000_000.0
 OFFLINE_MARGIN = 1.5
 
 
-def batch_of(samples: np.ndarray, n: int) -> np.ndarray:
-    """``n`` samples, repeating the given ones as often as needed."""
-    reps = -(-n // len(samples))
-    return np.concatenate([samples] * reps)[:n] if reps > 1 else samples[:n]
-
-
 def _timed(fn: Callable[[], object], min_runs: int, budget_s: float) -> list[float]:
     times = []
     end = time.perf_counter() + budget_s
@@ -47,15 +41,16 @@ def _timed(fn: Callable[[], object], min_runs: int, budget_s: float) -> list[flo
     return times
 
 
-def parallel_throughput(step: Callable[[np.ndarray], object], batch: np.ndarray, workers: int, budget_s: float) -> float:
+def parallel_throughput(step: Callable[[Batch], object], batch: Batch, workers: int, budget_s: float) -> float:
     """Samples/s with ``workers`` threads each running batches, as the batching SUTs do."""
     counts = [0] * workers
+    size = batch_len(batch)
     end = time.perf_counter() + budget_s
 
     def loop(slot: int) -> None:
         while time.perf_counter() < end or counts[slot] == 0:
             step(batch)
-            counts[slot] += len(batch)
+            counts[slot] += size
 
     start = time.perf_counter()
     threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
@@ -77,8 +72,8 @@ _NEEDED = {
 
 
 def calibrate(
-    step: Callable[[np.ndarray], object],
-    samples: np.ndarray,
+    step: Callable[[Batch], object],
+    samples: Batch,
     *,
     max_batch: int,
     samples_per_query: int,
@@ -95,17 +90,17 @@ def calibrate(
     share = budget_s / len(needed)
     out: dict[str, float] = {"max_batch": max_batch, "workers": workers}
     if "latency_1_s" in needed:
-        one = batch_of(samples, 1)
+        one = batch_repeat_to(samples, 1)
         for _ in range(3):  # warm-up: first calls allocate, compile and tune
             step(one)
         out["latency_1_s"] = statistics.median(_timed(lambda: step(one), 5, share))
     if "latency_query_s" in needed:
-        query = batch_of(samples, samples_per_query)
+        query = batch_repeat_to(samples, samples_per_query)
         for _ in range(3):
             step(query)
         out["latency_query_s"] = statistics.median(_timed(lambda: step(query), 5, share))
     if "batch_throughput" in needed:
-        full = batch_of(samples, max_batch)
+        full = batch_repeat_to(samples, max_batch)
         for _ in range(3):
             step(full)
         out["batch_throughput"] = parallel_throughput(step, full, max(1, workers), share)
@@ -119,7 +114,7 @@ SERVER_BATCH_SHARE = 1 / 3
 
 
 def server_batch_cap(
-    step: Callable[[np.ndarray], object], samples: np.ndarray, *, bound_s: float, upper: int, budget_s: float = 0.5
+    step: Callable[[Batch], object], samples: Batch, *, bound_s: float, upper: int, budget_s: float = 0.5
 ) -> tuple[int, dict[int, float]]:
     """The largest power-of-two batch (<= ``upper``) whose latency fits the Server bound's share.
 
@@ -132,7 +127,7 @@ def server_batch_cap(
     share = budget_s / len(sizes)
     cap, latencies = 1, {}
     for size in sizes:
-        batch = batch_of(samples, size)
+        batch = batch_repeat_to(samples, size)
         step(batch)  # warm-up for this shape
         latencies[size] = statistics.median(_timed(lambda b=batch: step(b), 3, share))
         if latencies[size] > bound_s * SERVER_BATCH_SHARE:

@@ -11,6 +11,9 @@
 
 Responses point into one contiguous array per batch; LoadGen copies the bytes
 only when it logs accuracy, and the array outlives ``QuerySamplesComplete``.
+A task's post-processing returns either one ``(B, ...)`` array (fixed-size
+responses, e.g. a class index) or a list of B arrays (variable-size, e.g. a
+detector's boxes); both become one buffer plus per-sample offsets.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from itertools import repeat
 import numpy as np
 
 from mlgauge.loadgen.qsl import SampleStore
+from mlgauge.tensors import Batch, batch_len
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,23 @@ class BatchRunner:
         # multi-hundred-KB array each time costs an mmap and its page faults.
         self._local = threading.local()
 
-    def _buffer(self, n: int) -> np.ndarray:
+    def _buffer(self, n: int) -> Batch:
         buf = getattr(self._local, "buf", None)
-        if buf is None or len(buf) < n:
-            source = self._store.source
-            buf = np.empty((max(n, 1), *source.sample_shape), dtype=source.sample_dtype)
+        if buf is None or batch_len(buf) < n:
+            buf = self._store.new_buffer(n)
             self._local.buf = buf
         return buf
+
+    def _responses(self, outputs) -> tuple[np.ndarray, np.ndarray | None]:
+        """One contiguous response buffer, and for variable-size responses each
+        sample's byte offset in it (n + 1 of them); None when all sizes are equal."""
+        post = self._post(outputs)
+        if isinstance(post, list):  # variable-size responses
+            parts = [np.ascontiguousarray(p, dtype=self._dtype).reshape(-1) for p in post]
+            sizes = np.fromiter((p.nbytes for p in parts), dtype=np.int64, count=len(parts))
+            flat = np.concatenate(parts) if parts else np.zeros(0, dtype=self._dtype)
+            return flat, np.concatenate([[0], np.cumsum(sizes)])
+        return np.ascontiguousarray(post, dtype=self._dtype), None
 
     def __call__(self, ids: Sequence[int], indices: Sequence[int]) -> None:
         if not ids:
@@ -81,17 +95,21 @@ class BatchRunner:
             t0 = time.perf_counter()
             outputs = self._run(batch)
             spent = time.perf_counter() - t0
-            responses = np.ascontiguousarray(self._post(outputs), dtype=self._dtype)
+            responses, offsets = self._responses(outputs)
         except BaseException as exc:  # noqa: BLE001 - surfaced by the worker after the test
             # Answer anyway so LoadGen finishes; the run is then reported as failed.
             self.failure = self.failure or exc
-            responses = np.zeros(len(ids), dtype=self._dtype)
+            responses, offsets = np.zeros(len(ids), dtype=self._dtype), None
             spent = 0.0
         n = len(ids)
-        size = responses.nbytes // n
         base = responses.__array_interface__["data"][0]
         QSR = self._lg.QuerySampleResponse
-        self._lg.QuerySamplesComplete(list(map(QSR, ids, range(base, base + n * size, size), repeat(size, n))))
+        if offsets is None:  # equal sizes: no per-sample arithmetic
+            size = responses.nbytes // n
+            addresses, sizes = range(base, base + n * size, size), repeat(size, n)
+        else:
+            addresses, sizes = (base + offsets[:-1]).tolist(), np.diff(offsets).tolist()
+        self._lg.QuerySamplesComplete(list(map(QSR, ids, addresses, sizes)))
         with self._count_lock:
             self.backend_s += spent
             self.batches += 1

@@ -15,8 +15,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from mlgauge.config.run_spec import RunSpec
 from mlgauge.errors import MlgaugeError, RunError, WorkerError
 
@@ -63,7 +61,7 @@ class _Context:
     samples_per_query: int
     probe: list[int]
 
-    def step(self, batch: np.ndarray) -> np.ndarray:
+    def step(self, batch):
         """The SUT's path for one batch, minus LoadGen: what calibration times."""
         return self.workload.postprocess(self.backend.run(batch))
 
@@ -146,10 +144,11 @@ def _calibrate(ctx: _Context) -> dict:
 def _raw_throughput(ctx: _Context, seconds: float) -> float:
     """Batched samples/s without LoadGen, same instances, threads and batch size."""
     from mlgauge.loadgen import calibrate as cal
+    from mlgauge.tensors import batch_repeat_to
 
     ctx.store.load(ctx.probe)
     try:
-        full = cal.batch_of(ctx.store.gather(ctx.probe), ctx.shape["max_batch"])
+        full = batch_repeat_to(ctx.store.gather(ctx.probe), ctx.shape["max_batch"])
         return cal.parallel_throughput(ctx.step, full, _parallel_workers(ctx), seconds)
     finally:
         ctx.store.unload(ctx.probe)

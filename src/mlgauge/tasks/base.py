@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mlgauge.rules import QualityTarget
+from mlgauge.tensors import Batch, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -51,15 +52,14 @@ class SampleSource(Protocol):
     label: str  # which data a result used: "synthetic" or the real dataset's name
     total_count: int
     performance_count: int
-    sample_shape: tuple[int, ...]
-    sample_dtype: np.dtype
 
-    def load(self, indices: Sequence[int]) -> np.ndarray:
-        """Preprocessed samples, shape ``(len(indices), *sample_shape)``."""
+    def load(self, indices: Sequence[int]) -> Batch:
+        """Preprocessed samples: one ``(len(indices), ...)`` array, or a dict of them
+        keyed by model input name for multi-input models."""
         ...
 
-    def ground_truth(self) -> np.ndarray:
-        """One label per sample index, for the accuracy metric."""
+    def ground_truth(self) -> object:
+        """What the accuracy metric compares against (labels, boxes, answers ...)."""
         ...
 
 
@@ -68,16 +68,33 @@ class ModelSource:
     """How to obtain the model a backend runs.
 
     ``build`` makes the PyTorch module (weights loaded, eval mode) when the model
-    is defined in PyTorch; ``onnx_path`` is set when the user gave an ONNX file.
-    ``cache_key`` identifies architecture + weights, for exported-model caches.
+    is defined in PyTorch; ``onnx_path``/``tflite_path``/``pte_path`` are set when
+    the user gave a ready-made file. ``inputs`` name the model's inputs in call
+    order (a single input is fed as an array, several as a dict); ``outputs``
+    describe what it returns, per sample. ``cache_key`` identifies architecture
+    + weights, for exported-model caches.
     """
 
     name: str
-    input_shape: tuple[int, ...]  # one sample, without the batch dimension
+    inputs: tuple[TensorSpec, ...]
     cache_key: str
+    outputs: tuple[TensorSpec, ...] = ()
     build: Callable[[], object] | None = None
     onnx_path: Path | None = None
+    tflite_path: Path | None = None
+    pte_path: Path | None = None
     weights_path: Path | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the first input, per sample."""
+        return self.inputs[0].shape
+
+    def example(self, n: int) -> Batch:
+        """A zero batch of ``n`` samples in the model's input layout."""
+        if len(self.inputs) == 1:
+            return self.inputs[0].empty(n)
+        return {spec.name: spec.empty(n) for spec in self.inputs}
 
 
 @dataclass
@@ -90,7 +107,8 @@ class Workload:
     model: ModelSource
     quality: QualityTarget
     response_dtype: np.dtype
-    postprocess: Callable[[np.ndarray], np.ndarray]  # model outputs (B, ...) -> responses (B,)
+    # model outputs -> responses: one (B, ...) array, or a list of B arrays when sizes vary
+    postprocess: Callable[[object], np.ndarray | list[np.ndarray]]
     score: Callable[[dict[int, np.ndarray]], AccuracyResult]  # qsl_idx -> decoded response
 
 

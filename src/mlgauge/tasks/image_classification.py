@@ -24,6 +24,7 @@ from mlgauge import paths
 from mlgauge.errors import DataError, ModelError
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
+from mlgauge.tensors import TensorSpec
 
 # Bump when the generator or the training recipe changes, so stale caches are rebuilt.
 STANDIN_VERSION = "v1"
@@ -196,7 +197,7 @@ class ResNet50Task:
 
         model = ModelSource(
             name="small-resnet",
-            input_shape=dataset.sample_shape,
+            inputs=(TensorSpec("input", dataset.sample_shape),),
             cache_key=f"{self.name}-synthetic-{STANDIN_VERSION}-{_file_digest(weights)}",
             build=build,
             weights_path=weights,
@@ -224,7 +225,7 @@ class ResNet50Task:
         if weights_path.suffix.lower() == ".onnx":
             model = ModelSource(
                 name="resnet50-v1.5",
-                input_shape=dataset.sample_shape,
+                inputs=(TensorSpec("input", dataset.sample_shape),),
                 cache_key=f"{self.name}-onnx-{digest}",
                 onnx_path=weights_path,
                 weights_path=weights_path,
@@ -244,7 +245,7 @@ class ResNet50Task:
 
             model = ModelSource(
                 name="resnet50-v1.5",
-                input_shape=dataset.sample_shape,
+                inputs=(TensorSpec("input", dataset.sample_shape),),
                 cache_key=f"{self.name}-torch-{digest}",
                 build=build,
                 weights_path=weights_path,
