@@ -14,13 +14,8 @@ from mlgauge.models.resnet import InputScale, ResNet50, SmallResNet
 from mlgauge.rules import QualityTarget, standin_rules
 from mlgauge.tasks import get_task, task_names
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
-from mlgauge.tasks.image_classification import (
-    TORCHVISION_STD_255,
-    _load_into,
-    load_state_dict,
-    make_top1_score,
-    top1_postprocess,
-)
+from mlgauge.tasks.image_classification import TORCHVISION_STD_255, make_top1_score, top1_postprocess
+from mlgauge.tasks.weights import load_into, load_state_dict
 from mlgauge.training.fit import top1
 
 TARGET = QualityTarget(metric="top1", unit="%", reference=80.0, fraction=0.5)  # threshold 40%
@@ -153,7 +148,7 @@ def test_weights_of_wrong_shape_are_rejected(tmp_path):
     path = tmp_path / "wrong-shape.pt"
     torch.save(state, path)
     with pytest.raises(ModelError, match="does not fit the model") as info:
-        _load_into(SmallResNet(), load_state_dict(path), path)
+        load_into(SmallResNet(), load_state_dict(path), path)
     assert str(path) in str(info.value)
     assert "head.weight" in str(info.value)
 
@@ -164,7 +159,7 @@ def test_weights_with_missing_or_extra_keys_are_rejected(tmp_path):
     path = tmp_path / "missing.pt"
     torch.save(state, path)
     with pytest.raises(ModelError, match="1 missing and 0 unexpected") as info:
-        _load_into(SmallResNet(), load_state_dict(path), path)
+        load_into(SmallResNet(), load_state_dict(path), path)
     assert "stage2.conv1.weight" in str(info.value)
     assert str(path) in str(info.value)
 
@@ -172,7 +167,7 @@ def test_weights_with_missing_or_extra_keys_are_rejected(tmp_path):
     state["extra.weight"] = torch.zeros(1)
     torch.save(state, path)
     with pytest.raises(ModelError, match="0 missing and 1 unexpected"):
-        _load_into(SmallResNet(), load_state_dict(path), path)
+        load_into(SmallResNet(), load_state_dict(path), path)
 
 
 def test_matching_weights_load_and_give_eval_mode(tmp_path):
@@ -180,7 +175,7 @@ def test_matching_weights_load_and_give_eval_mode(tmp_path):
     source = SmallResNet()
     path = tmp_path / "ok.pt"
     torch.save(source.state_dict(), path)
-    model = _load_into(SmallResNet(), load_state_dict(path), path)
+    model = load_into(SmallResNet(), load_state_dict(path), path)
     assert not model.training
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

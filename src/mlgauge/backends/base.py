@@ -21,6 +21,7 @@ class BackendOptions:
     threads: int = 0  # intra-op threads; 0 = one per available core
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     compile: bool = False  # torch.compile (torch backend)
+    precision: str = "fp32"  # "fp32", or "int8" for post-training quantization where a backend supports it
 
     @property
     def resolved_threads(self) -> int:

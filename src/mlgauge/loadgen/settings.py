@@ -66,7 +66,7 @@ def resolve_settings(
     if style not in STYLES:
         raise UsageError(f"unknown run style '{style}'", hint=f"Use one of {', '.join(STYLES)}")
     allowed = SCENARIO_KEYS[scenario]
-    out = EffectiveSettings(benchmark.name, scenario)
+    out = EffectiveSettings(benchmark.loadgen_model, scenario)
 
     rule_src = f"rules {rules.round}"
     for key, value in rules.scenario(scenario).conf.items():
@@ -80,7 +80,7 @@ def resolve_settings(
         for key, value in quick_style().get(scenario, {}).items():
             out.set(key, value, "quick style")
 
-    user = resolve(list(user_entries), benchmark.name, scenario)
+    user = resolve(list(user_entries), benchmark.loadgen_model, scenario)
     flags = {k: v for k, v in (flags or {}).items() if k in allowed and v is not None}
     hint_key = CALIBRATED_KEYS[scenario]
     if calibration and hint_key in calibration and hint_key not in user and hint_key not in flags:

@@ -163,7 +163,7 @@ def _test(ctx: _Context, conf_path: Path):
 
     spec, out = ctx.spec, ctx.spec.out_path
     settings = lg.TestSettings()
-    status = settings.FromConfig(str(conf_path), ctx.workload.benchmark, spec.scenario)
+    status = settings.FromConfig(str(conf_path), ctx.bench_rule.loadgen_model, spec.scenario)
     if status != 0:
         raise RunError(f"LoadGen rejected the generated {conf_path} (status {status})")
     settings.scenario = getattr(lg.TestScenario, spec.scenario)

@@ -1,4 +1,9 @@
-"""The task catalogue. A task module is imported only when its task is used."""
+"""The task catalogue. A task module is imported only when its task is used.
+
+One class can serve several catalogue entries (BERT's 99% and 99.9% targets
+share the model and data); the entry's keyword arguments say which benchmark
+of the rule data it answers to.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import importlib
 from mlgauge.errors import choice_error
 from mlgauge.tasks.base import Task
 
-# name -> "module:Class"
-_TASKS = {
-    "resnet50": "mlgauge.tasks.image_classification:ResNet50Task",
+# name -> ("module:Class", constructor keyword arguments)
+_TASKS: dict[str, tuple[str, dict]] = {
+    "resnet50": ("mlgauge.tasks.image_classification:ResNet50Task", {}),
 }
 DEFAULT_TASK = "resnet50"
 
@@ -21,5 +26,6 @@ def task_names() -> list[str]:
 def get_task(name: str) -> Task:
     if name not in _TASKS:
         raise choice_error("task", name, task_names())
-    module, cls = _TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    target, kwargs = _TASKS[name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)

@@ -84,6 +84,8 @@ class ModelSource:
     tflite_path: Path | None = None
     pte_path: Path | None = None
     weights_path: Path | None = None
+    # Samples from the task's calibration split, for INT8 post-training quantization.
+    calibration: Callable[[], Batch] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

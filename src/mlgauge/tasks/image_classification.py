@@ -9,11 +9,6 @@ data generated and weights trained once by ``prepare``.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from mlgauge import paths
-from mlgauge.errors import DataError, ModelError
+from mlgauge.errors import ModelError
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
+from mlgauge.tasks.standin import StandinCache
+from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load_state_dict
 from mlgauge.tensors import TensorSpec
 
 # Bump when the generator or the training recipe changes, so stale caches are rebuilt.
@@ -33,58 +30,6 @@ STANDIN_EPOCHS = 6
 # torchvision-trained weights expect (x/255 - mean) / std; MLPerf's input is x - mean
 # in 0..255 units, so dividing by 255 * std gives the same normalisation.
 TORCHVISION_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _existing_weights(path: Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist", hint="Check the --weights path")
-    return path
-
-
-def load_state_dict(path: Path) -> dict:
-    """Read a PyTorch state dict without executing code from the file."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"weights file {path} does not exist", hint="Check the --weights path") from None
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise ModelError(
-            f"weights file {path} is not a readable PyTorch state dict ({type(exc).__name__})",
-            hint="Give a state dict saved with torch.save(model.state_dict(), ...) or an .onnx file",
-        ) from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"weights file {path} does not hold a state dict of tensors")
-    return obj
-
-
-def _load_into(module, state: dict, path: Path):
-    missing, unexpected = [], []
-    try:
-        result = module.load_state_dict(state, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    except RuntimeError as exc:  # shape mismatch
-        first = str(exc).strip().splitlines()[-1].strip()
-        raise ModelError(f"weights file {path} does not fit the model: {first}") from None
-    if missing or unexpected:
-        raise ModelError(
-            f"weights file {path} does not fit the model: {len(missing)} missing and "
-            f"{len(unexpected)} unexpected tensors (e.g. {(missing or unexpected)[0]})",
-            hint="Use weights for this task's architecture",
-        )
-    return module.eval()
 
 
 def top1_postprocess(logits: np.ndarray) -> np.ndarray:
@@ -111,18 +56,20 @@ class ResNet50Task:
     name = "resnet50"
     title = "Image classification (ResNet-50 v1.5 on ImageNet; synthetic stand-in by default)"
 
+    cache = StandinCache("resnet50", STANDIN_VERSION)
+
     # -- the synthetic stand-in -------------------------------------------------
     @property
     def standin_dir(self) -> Path:
-        return paths.cache_dir() / "tasks" / f"{self.name}-synthetic" / STANDIN_VERSION
+        return self.cache.dir
 
     def is_prepared(self) -> bool:
-        return (self.standin_dir / "prepared.json").is_file()
+        return self.cache.is_prepared()
 
     def prepare(self, progress: Callable[[str, float], None] | None = None) -> dict:
         """Generate the synthetic splits and train the small CNN; cached, so only the first call works."""
         if self.is_prepared():
-            return json.loads((self.standin_dir / "prepared.json").read_text())
+            return self.cache.meta()
         import torch
 
         from mlgauge.data import synthetic_images
@@ -157,48 +104,35 @@ class ResNet50Task:
             "seconds": round(time.perf_counter() - start, 1),
             "torch": torch.__version__,
         }
-        # Build in a temporary sibling folder and rename: an interrupted prepare leaves no half cache.
-        self.standin_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=self.standin_dir.parent))
-        try:
-            np.save(tmp / "val_images.npy", val_x)
-            np.save(tmp / "val_labels.npy", val_y)
-            torch.save(model.state_dict(), tmp / "weights.pt")
-            (tmp / "prepared.json").write_text(json.dumps(meta, indent=2))
-            if self.standin_dir.exists():
-                shutil.rmtree(self.standin_dir)
-            os.replace(tmp, self.standin_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return meta
+
+        def fill(folder: Path) -> None:
+            np.save(folder / "val_images.npy", val_x)
+            np.save(folder / "val_labels.npy", val_y)
+            torch.save(model.state_dict(), folder / "weights.pt")
+
+        return self.cache.write(fill, meta)
 
     def _standin_workload(self, weights_path: Path | None, count: int | None) -> Workload:
         from mlgauge.data.synthetic_images import SyntheticImages
 
-        if not self.is_prepared():
-            raise DataError(
-                f"the synthetic stand-in for {self.name} is not prepared",
-                hint=f"Run 'mlgauge prepare {self.name}' (mlgauge run does this automatically)",
-            )
+        d = self.cache.require(self.name)
         rule = standin_rules()[self.name]
-        d = self.standin_dir
         images = np.load(d / "val_images.npy", allow_pickle=False)
         labels = np.load(d / "val_labels.npy", allow_pickle=False)
         if count is not None:
             images, labels = images[:count], labels[:count]
         dataset = SyntheticImages(images, labels, rule.performance_sample_count)
-        weights = _existing_weights(weights_path or d / "weights.pt")
+        weights = existing_weights(weights_path or d / "weights.pt")
 
         def build():
             from mlgauge.models.resnet import SmallResNet
 
-            return _load_into(SmallResNet(), load_state_dict(weights), weights)
+            return load_into(SmallResNet(), load_state_dict(weights), weights)
 
         model = ModelSource(
             name="small-resnet",
             inputs=(TensorSpec("input", dataset.sample_shape),),
-            cache_key=f"{self.name}-synthetic-{STANDIN_VERSION}-{_file_digest(weights)}",
+            cache_key=f"{self.name}-synthetic-{STANDIN_VERSION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
         )
@@ -214,14 +148,14 @@ class ResNet50Task:
                 "ResNet-50 on ImageNet needs weights",
                 hint="Pass --weights with MLPerf's resnet50_v1.onnx or a torchvision-layout state dict (.pt/.pth)",
             )
-        weights_path = _existing_weights(weights_path)
+        weights_path = existing_weights(weights_path)
         dataset = ImageNetValidation(
             Path(dataset_path),
             count=count,
             performance_count=rule.performance_sample_count,
             cache_dir=paths.cache_dir() / "preprocessed",
         )
-        digest = _file_digest(weights_path)
+        digest = file_digest(weights_path)
         if weights_path.suffix.lower() == ".onnx":
             model = ModelSource(
                 name="resnet50-v1.5",
@@ -240,7 +174,7 @@ class ResNet50Task:
                 state = load_state_dict(weights_path)
                 fc = state.get("fc.weight")
                 classes = int(fc.shape[0]) if fc is not None else 1000
-                net = _load_into(ResNet50(num_classes=classes), state, weights_path)
+                net = load_into(ResNet50(num_classes=classes), state, weights_path)
                 return torch.nn.Sequential(InputScale(TORCHVISION_STD_255), net).eval()
 
             model = ModelSource(
