@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlgauge import paths
 from mlgauge.backends import best_backend, get_backend_class
-from mlgauge.config.run_spec import MODES, RunSpec
+from mlgauge.config.run_spec import AUDITS, MODES, PRECISIONS, RunSpec
 from mlgauge.config.userconf import parse_file
 from mlgauge.errors import DataError, ModelError, UsageError, choice_error
 from mlgauge.loadgen.session import Listener, Plan, execute
@@ -26,7 +26,7 @@ from mlgauge.tasks import DEFAULT_TASK, get_task
 def plan_inference(
     *,
     task: str = DEFAULT_TASK,
-    scenarios: Sequence[str] = SCENARIOS,
+    scenarios: Sequence[str] | None = None,
     modes: Sequence[str] = MODES,
     backend: str | None = None,
     style: str = "quick",
@@ -43,15 +43,35 @@ def plan_inference(
     compile: bool = False,
     find_peak: bool = False,
     calibration_s: float = 1.0,
-    rules_round: str = DEFAULT_ROUND,
+    rules_round: str | None = None,
     runs_dir: Path | None = None,
+    precision: str = "fp32",
+    audits: Sequence[str] = (),
+    run_id: str | None = None,
 ) -> Plan:
-    """Check every input that can be checked without running anything; raise on the first problem."""
-    get_task(task)
-    inference_rules(rules_round)
+    """Check every input that can be checked without running anything; raise on the first problem.
+
+    The rules round defaults to the task's own (mobile tasks follow MLPerf Mobile's);
+    the scenarios default to every scenario that round defines.
+    """
+    task_obj = get_task(task)
+    rules_round = rules_round or getattr(task_obj, "rules_round", DEFAULT_ROUND)
+    rules = inference_rules(rules_round)
+    if scenarios is None:
+        scenarios = list(rules.scenarios)
     for s in scenarios:
         if s not in SCENARIOS:
             raise choice_error("scenario", s, SCENARIOS)
+        rules.scenario(s)  # a scenario the round does not run (mobile has two) is refused here
+    if precision not in PRECISIONS:
+        raise choice_error("precision", precision, PRECISIONS)
+    for test in audits:
+        if test not in AUDITS:
+            raise choice_error("compliance test", test, AUDITS)
+    if audits and "performance" not in modes:
+        raise UsageError("compliance tests audit performance runs; include --mode performance")
+    if "TEST01" in audits and "accuracy" not in modes:
+        raise UsageError("TEST01 compares responses with an accuracy run; include --mode accuracy (or both)")
     for m in modes:
         if m not in MODES:
             raise choice_error("mode", m, MODES)
@@ -100,8 +120,19 @@ def plan_inference(
         workers=workers,
         max_wait_ms=max_wait_ms,
         calibration_s=calibration_s,
+        precision=precision,
     )
-    return Plan(base=base, runs_root=runs_root, scenarios=list(scenarios), modes=list(modes), find_peak=find_peak)
+    plan = Plan(
+        base=base,
+        runs_root=runs_root,
+        scenarios=list(scenarios),
+        modes=list(modes),
+        find_peak=find_peak,
+        audits=list(audits),
+    )
+    if run_id:
+        plan.run_id = run_id
+    return plan
 
 
 def needs_prepare(plan: Plan) -> bool:

@@ -54,8 +54,13 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     Columns that are the same on every row (task, data, backend, style) move into the title.
     """
     rows: dict[tuple, dict[str, ResultRecord]] = {}
+    audits: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        rows.setdefault((r.task, r.dataset, r.scenario, r.backend, r.style), {})[r.mode] = r
+        key = (r.task, r.dataset, r.scenario, r.backend, r.style)
+        if r.audit:
+            audits.setdefault(key, []).append(r)
+        else:
+            rows.setdefault(key, {})[r.mode] = r
     keys = list(rows)
     varying = [i for i in range(5) if i != 2 and len({k[i] for k in keys}) > 1]
     shared = [f"{_KEY_NAMES[i]}: {keys[0][i]}" for i in range(5) if i != 2 and i not in varying] if keys else []
@@ -68,6 +73,8 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     table.add_column("Value", justify="right")
     table.add_column("Validity")
     table.add_column("Accuracy vs target")
+    if audits:
+        table.add_column("Compliance")
     order = {s: i for i, s in enumerate(("SingleStream", "MultiStream", "Server", "Offline"))}
     for key in sorted(keys, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[3], k[4])):
         perf, acc = rows[key].get("performance"), rows[key].get("accuracy")
@@ -79,8 +86,26 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
             fmt_metric(metric.value if metric else None, metric.unit if metric else ""),
             fmt_validity(perf),
             fmt_accuracy(acc),
+            *([fmt_audits(audits.get(key, []))] if audits else []),
         )
     return table
+
+
+def fmt_audits(records: list[ResultRecord]) -> str:
+    if not records:
+        return "-"
+    return ", ".join(f"{r.audit} {verdict(r)}" for r in records)
+
+
+def verdict(record: ResultRecord) -> str:
+    """One word for a finished run: its audit verdict, validity or accuracy check."""
+    if record.audit:
+        if record.compliance is None:
+            return "?"
+        return "[green]PASS[/green]" if record.compliance["passed"] else "[red]FAIL[/red]"
+    if record.validity:
+        return record.validity
+    return "PASS" if record.accuracy_passed else "FAIL"
 
 
 _KEY_NAMES = ("task", "data", "scenario", "backend", "style")

@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from mlgauge import inference, paths
-from mlgauge.cli.output import console, err_console, prepare_with_progress, print_json, results_table
-from mlgauge.config.run_spec import MODES
+from mlgauge.cli.output import console, err_console, prepare_with_progress, print_json, results_table, verdict
+from mlgauge.config.run_spec import MODES, PRECISIONS
 from mlgauge.results.store import ResultStore
-from mlgauge.rules import DEFAULT_ROUND, SCENARIOS
+from mlgauge.rules import DEFAULT_ROUND
 from mlgauge.tasks import DEFAULT_TASK
 
 # CLI flag -> LoadGen user.conf key, for the non-compliant quick overrides.
@@ -25,13 +25,18 @@ CONF_FLAGS = {
 }
 
 
-def _scenarios(values: list[str] | None) -> list[str]:
+def _scenarios(values: list[str] | None) -> list[str] | None:
+    """None: every scenario of the task's rules round."""
     if not values:
-        return list(SCENARIOS)
+        return None
     out = []
     for v in values:
         out += [s.strip() for s in v.split(",") if s.strip()]
-    return list(SCENARIOS) if out == ["all"] else out
+    return None if out == ["all"] else out
+
+
+def _names(values: list[str] | None) -> list[str]:
+    return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
 
 
 def register(sub) -> None:
@@ -45,6 +50,7 @@ def register(sub) -> None:
     style.add_argument("--valid", dest="style", action="store_const", const="valid", help="official MLPerf durations and counts")
     p.set_defaults(style="quick")
     p.add_argument("--find-peak", action="store_true", help="bisect Server target_qps to the highest VALID value")
+    p.add_argument("--audit", action="append", metavar="TEST", help="compliance tests after the runs: TEST01, TEST04 (repeat or comma-separate)")
     p.add_argument("--conf", type=Path, help="LoadGen user.conf with overrides (model.scenario.key = value)")
     p.add_argument("--dataset", type=Path, help="real dataset folder (default: the synthetic stand-in)")
     p.add_argument("--weights", type=Path, help="model weights: .onnx or a PyTorch state dict")
@@ -63,7 +69,8 @@ def register(sub) -> None:
     o.add_argument("--min-query-count", type=int, metavar="N")
     o.add_argument("--target-qps", type=float, metavar="QPS")
     o.add_argument("--target-latency", type=float, metavar="MS")
-    p.add_argument("--rules", default=DEFAULT_ROUND, help=f"MLPerf rules round (default {DEFAULT_ROUND})")
+    p.add_argument("--rules", help=f"MLPerf rules round (default: the task's own; {DEFAULT_ROUND} or mobile-v6.0)")
+    g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: post-training quantization (onnxruntime, executorch)")
     p.add_argument("--output-dir", type=Path, help="where run logs go (default: the mlgauge data directory)")
     p.add_argument("--db", type=Path, help="results database (default: the mlgauge data directory)")
     p.add_argument("--json", action="store_true", help="print the records as JSON instead of a table")
@@ -94,6 +101,8 @@ def execute(args: argparse.Namespace) -> int:
         calibration_s=args.calibration_s,
         rules_round=args.rules,
         runs_dir=args.output_dir,
+        precision=args.precision,
+        audits=_names(args.audit),
     )
     paths.ensure_writable_dir(Path(db_path).parent, "results database")
     store = ResultStore(Path(db_path))
@@ -110,11 +119,11 @@ def execute(args: argparse.Namespace) -> int:
 
             def listener(event, spec, record):
                 key = spec.out_dir
+                label = spec.audit or spec.mode
                 if event == "start":
-                    ids[key] = bar.add_task(f"{spec.scenario:<12} {spec.mode}", total=1)
+                    ids[key] = bar.add_task(f"{spec.scenario:<12} {label}", total=1)
                 else:
-                    done = record.validity or ("PASS" if record.accuracy_passed else "FAIL")
-                    bar.update(ids[key], completed=1, description=f"{spec.scenario:<12} {spec.mode}: {done}")
+                    bar.update(ids[key], completed=1, description=f"{spec.scenario:<12} {label}: {verdict(record)}")
 
             records = inference.run_inference(plan, store, listener)
     elapsed = time.perf_counter() - started

@@ -13,6 +13,8 @@ from pathlib import Path
 from mlgauge.rules import DEFAULT_ROUND
 
 MODES = ("performance", "accuracy")
+PRECISIONS = ("fp32", "int8")
+AUDITS = ("TEST01", "TEST04")  # LoadGen compliance tests mlgauge runs
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class RunSpec:
     calibration_s: float = 1.0  # untimed probe of the backend before the test
     raw_after_s: float = 0.0  # Offline/Server: measure raw batched throughput again after the test
     run_id: str = ""
+    precision: str = "fp32"  # "int8": post-training quantization, where the backend supports it
+    audit: str = ""  # a compliance test (TEST01, TEST04) run through LoadGen's audit.config
 
     def with_(self, **changes) -> RunSpec:
         return replace(self, **changes)
@@ -51,7 +55,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.task} {self.scenario} {self.mode}"
+        return f"{self.task} {self.scenario} {self.audit or self.mode}"
 
     @property
     def out_path(self) -> Path:

@@ -34,6 +34,7 @@ def build_record(
         loadgen_warnings=list(detail.warnings),
         harness={**harness, "rules_round": rules.round},
         run_id=spec.run_id,
+        audit=spec.audit,
     )
     if spec.mode == "performance":
         value = detail.values.get(scenario_rule.metric_key)

@@ -34,19 +34,35 @@ class Plan:
     scenarios: list[str]
     modes: list[str]
     find_peak: bool = False
+    audits: list[str] = field(default_factory=list)  # compliance tests, after the normal runs
     run_id: str = field(default_factory=new_run_id)
 
     @property
     def run_dir(self) -> Path:
         return self.runs_root / self.run_id
 
+    def performance_specs(self) -> list[RunSpec]:
+        if "performance" not in self.modes:
+            return []
+        return [self._spec(s, "performance") for s in _PERF_ORDER if s in self.scenarios]
+
+    def accuracy_specs(self) -> list[RunSpec]:
+        if "accuracy" not in self.modes:
+            return []
+        return [self._spec(s, "accuracy") for s in SCENARIOS if s in self.scenarios]
+
+    def audit_specs(self) -> list[RunSpec]:
+        # An audit compares against the normal performance run (and TEST01 against
+        # the accuracy run), so audits come last.
+        return [
+            self._spec(s, "performance", f"-{test}").with_(audit=test)
+            for test in self.audits
+            for s in _PERF_ORDER
+            if s in self.scenarios
+        ]
+
     def specs(self) -> list[RunSpec]:
-        out = []
-        if "performance" in self.modes:
-            out += [self._spec(s, "performance") for s in _PERF_ORDER if s in self.scenarios]
-        if "accuracy" in self.modes:
-            out += [self._spec(s, "accuracy") for s in SCENARIOS if s in self.scenarios]
-        return out
+        return self.performance_specs() + self.accuracy_specs() + self.audit_specs()
 
     def _spec(self, scenario: str, mode: str, suffix: str = "") -> RunSpec:
         folder = f"{self.base.task}-{scenario}-{mode}{suffix}"
@@ -61,17 +77,25 @@ def _quiet(event: str, spec: RunSpec, record: ResultRecord | None) -> None:
     pass
 
 
+def run_one(plan: Plan, spec: RunSpec, done: list[ResultRecord], listener: Listener = _quiet) -> ResultRecord:
+    """One planned test (a find-peak search counts as one); audits get their verdict."""
+    if spec.scenario == "Server" and spec.mode == "performance" and plan.find_peak and not spec.audit:
+        return find_peak(plan, spec, done, listener)
+    listener("start", spec, None)
+    record = run_in_worker(spec)
+    if spec.audit:
+        from mlgauge.loadgen.audits import judge
+
+        record.compliance = judge(spec, record, done)
+    listener("done", spec, record)
+    return record
+
+
 def execute(plan: Plan, listener: Listener = _quiet) -> list[ResultRecord]:
     """Run every planned test; the first failure raises (its worker's error)."""
     records: list[ResultRecord] = []
     for spec in plan.specs():
-        if spec.scenario == "Server" and spec.mode == "performance" and plan.find_peak:
-            records.append(find_peak(plan, spec, records, listener))
-            continue
-        listener("start", spec, None)
-        record = run_in_worker(spec)
-        listener("done", spec, record)
-        records.append(record)
+        records.append(run_one(plan, spec, records, listener))
     return records
 
 

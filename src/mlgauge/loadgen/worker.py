@@ -99,7 +99,9 @@ def _open(spec: RunSpec) -> _Context:
     spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
     shape = _shape(spec, backend_cls, spq)
     backend = backend_cls(
-        BackendOptions(threads=shape["threads_per_worker"], device=spec.device, compile=spec.compile)
+        BackendOptions(
+            threads=shape["threads_per_worker"], device=spec.device, compile=spec.compile, precision=spec.precision
+        )
     )
     backend.load(workload.model)
     probe = list(range(min(64, workload.dataset.total_count)))
@@ -171,6 +173,13 @@ def _test(ctx: _Context, conf_path: Path):
     log_settings = lg.LogSettings()
     log_settings.log_output.outdir = str(out)
     log_settings.enable_trace = False
+    if spec.audit:
+        from mlgauge.loadgen.compliance import audit_config
+        from mlgauge.rules import inference_rules
+
+        # Audit parameters come from the official rules, also for a stand-in.
+        official = inference_rules(spec.rules_round).benchmark(ctx.workload.benchmark)
+        (out / "audit.config").write_text(audit_config(spec.audit, official))
 
     w = ctx.workload
     runner = BatchRunner(lg, ctx.store, ctx.backend.run, w.postprocess, w.response_dtype)

@@ -47,6 +47,8 @@ class ResultRecord:
     loadgen_errors: list[str] = field(default_factory=list)
     loadgen_warnings: list[str] = field(default_factory=list)
     harness: dict = field(default_factory=dict)  # SUT shape: batch sizes, workers, calibration
+    audit: str = ""  # compliance test this run was (TEST01, TEST04), or "" for a normal run
+    compliance: dict | None = None  # the audit's verdict: {"test", "passed", "checks": [...]}
     run_id: str = ""
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
