@@ -35,11 +35,15 @@ def fmt_validity(record: ResultRecord | None) -> str:
         return "-"
     if record.validity == "VALID":
         return "[green]VALID[/green]"
+    if record.validity == "FAILED":
+        return "[red]FAILED[/red]"
     reason = record.invalid_reasons[0].split(":")[0] if record.invalid_reasons else "?"
     return f"[red]INVALID[/red] ({reason})"
 
 
 def fmt_accuracy(record: ResultRecord | None) -> str:
+    if record is not None and record.validity == "FAILED":
+        return "[red]FAILED[/red]"
     if record is None or record.accuracy is None:
         return "-"
     acc = record.accuracy
@@ -106,6 +110,7 @@ def verdict(record: ResultRecord) -> str:
     if record.validity:
         return record.validity
     return "PASS" if record.accuracy_passed else "FAIL"
+
 
 
 _KEY_NAMES = ("task", "data", "scenario", "backend", "style")

@@ -6,11 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from mlgauge import inference, paths
 from mlgauge.cli.output import console, err_console, prepare_with_progress, print_json, results_table, verdict
 from mlgauge.config.run_spec import MODES, PRECISIONS
+from mlgauge.errors import UsageError
 from mlgauge.results.store import ResultStore
 from mlgauge.rules import DEFAULT_ROUND
 from mlgauge.tasks import DEFAULT_TASK
@@ -42,6 +44,9 @@ def _names(values: list[str] | None) -> list[str]:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run an inference benchmark through LoadGen (the default command)")
     p.add_argument("--task", default=DEFAULT_TASK, help=f"task to run (default {DEFAULT_TASK}; see 'mlgauge list')")
+    p.add_argument("--suite", help="run a whole suite instead: edge, datacenter or mobile (see 'mlgauge list')")
+    p.add_argument("--audits", action="store_true", help="with --suite: also run each benchmark's required compliance tests")
+    p.add_argument("--cooldown", type=float, metavar="S", help="with --suite: pause between tasks' performance runs (default: the suite's rule in --valid, none in --quick)")
     p.add_argument("--scenario", action="append", metavar="NAME", help="SingleStream, MultiStream, Server, Offline or all; repeat or comma-separate (default all)")
     p.add_argument("--mode", choices=[*MODES, "both"], default="both", help="performance, accuracy or both (default)")
     p.add_argument("--backend", help="inference backend (default: the best installed)")
@@ -77,7 +82,26 @@ def register(sub) -> None:
     p.set_defaults(handler=execute)
 
 
+def _progress_listener(bar: Progress, with_task: bool):
+    ids = {}
+
+    def listener(event, spec, record):
+        label = f"{spec.task + ' ' if with_task else ''}{spec.scenario:<12} {spec.audit or spec.mode}"
+        if event == "start":
+            ids[spec.out_dir] = bar.add_task(label, total=1)
+        else:
+            if spec.out_dir not in ids:  # failed before it started
+                ids[spec.out_dir] = bar.add_task(label, total=1)
+            bar.update(ids[spec.out_dir], completed=1, description=f"{label}: {verdict(record)}")
+
+    return listener
+
+
 def execute(args: argparse.Namespace) -> int:
+    if args.suite:
+        return execute_suite(args)
+    if args.audits or args.cooldown is not None:
+        raise UsageError("--audits and --cooldown go with --suite; for one task use --audit TEST01,TEST04")
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
     db_path = args.db or paths.default_db_path()
     plan = inference.plan_inference(
@@ -115,17 +139,7 @@ def execute(args: argparse.Namespace) -> int:
         records = inference.run_inference(plan, store)
     else:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
-            ids = {}
-
-            def listener(event, spec, record):
-                key = spec.out_dir
-                label = spec.audit or spec.mode
-                if event == "start":
-                    ids[key] = bar.add_task(f"{spec.scenario:<12} {label}", total=1)
-                else:
-                    bar.update(ids[key], completed=1, description=f"{spec.scenario:<12} {label}: {verdict(record)}")
-
-            records = inference.run_inference(plan, store, listener)
+            records = inference.run_inference(plan, store, _progress_listener(bar, with_task=False))
     elapsed = time.perf_counter() - started
     if args.json:
         print_json({"run_id": plan.run_id, "logs": str(plan.run_dir), "database": str(db_path), "records": [r.to_dict() for r in records]})
@@ -137,3 +151,70 @@ def execute(args: argparse.Namespace) -> int:
     console.print(f"Run {plan.run_id} took {elapsed:.0f} s. Logs: {plan.run_dir}")
     console.print(f"Results database: {db_path}")
     return 0
+
+
+def execute_suite(args: argparse.Namespace) -> int:
+    from mlgauge.results.score import suite_score
+    from mlgauge.suite import plan_suite, run_suite
+
+    if args.dataset or args.weights:
+        raise UsageError("--dataset/--weights name one task's files; a suite runs the synthetic stand-ins")
+    flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
+    db_path = args.db or paths.default_db_path()
+    splan = plan_suite(
+        args.suite,
+        audits=args.audits,
+        cooldown_s=args.cooldown,
+        modes=list(MODES) if args.mode == "both" else [args.mode],
+        backend=args.backend,
+        style=args.style,
+        conf=args.conf,
+        flags=flags,
+        threads=args.threads,
+        workers=args.workers,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        device=args.device,
+        compile=args.compile,
+        calibration_s=args.calibration_s,
+        runs_dir=args.output_dir,
+        precision=args.precision,
+    )
+    paths.ensure_writable_dir(Path(db_path).parent, "results database")
+    store = ResultStore(Path(db_path))
+    started = time.perf_counter()
+    if args.json:
+        records = run_suite(splan, store, prepare=lambda task: prepare_with_progress(task, True))
+    else:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+
+            def on_event(event, value):
+                if event == "cooldown":
+                    bar.console.print(f"cooling down for {value:.0f} s between tasks")
+                elif event == "prepare":
+                    bar.console.print(f"preparing the synthetic stand-in for {value}")
+
+            records = run_suite(splan, store, _progress_listener(bar, with_task=True), on_event=on_event)
+    score = suite_score(splan.suite.score, records)
+    failures = {r.task: r.invalid_reasons[0] for r in records if r.validity == "FAILED" and r.invalid_reasons}
+    failed = sorted(failures)
+    if args.json:
+        print_json({
+            "suite": splan.suite.name,
+            "run_id": splan.run_id,
+            "database": str(db_path),
+            "score": score,
+            "failed_tasks": failed,
+            "records": [r.to_dict() for r in records],
+        })
+        return 1 if failed else 0
+    console.print(results_table(records, title=splan.suite.title))
+    if score is not None:
+        value = f"{score['score']:,.2f} {score['unit']}" if score["score"] is not None else "-"
+        console.print(f"Suite score ({score['method']} of per-task throughput): [bold]{value}[/bold] ({score['validity']})")
+    for task in failed:
+        console.print(f"[red]{task} failed:[/red] {escape(failures[task])}")
+    if args.style == "quick":
+        console.print("[yellow]Quick run: shortened durations, not an official MLPerf result (use --valid).[/yellow]")
+    console.print(f"Suite run {splan.run_id} took {time.perf_counter() - started:.0f} s. Results database: {db_path}")
+    return 1 if failed else 0

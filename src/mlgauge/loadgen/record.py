@@ -64,3 +64,26 @@ def build_record(
             )
         record.accuracy = workload.score(predictions).to_dict()
     return record
+
+
+def failed_record(spec: RunSpec, error: Exception) -> ResultRecord:
+    """A run that could not produce a result (in a suite, the others go on): FAILED, with why."""
+    message = str(error)
+    hint = getattr(error, "hint", "")
+    return ResultRecord(
+        task=spec.task,
+        benchmark=spec.task,
+        dataset="-",
+        scenario=spec.scenario,
+        mode=spec.mode,
+        style=spec.style,
+        backend=spec.backend,
+        backend_info={},
+        log_dir=spec.out_dir,
+        settings={},
+        system=describe_system(),
+        validity="FAILED",
+        invalid_reasons=[message + (f" ({hint})" if hint and hint not in message else "")],
+        run_id=spec.run_id,
+        audit=spec.audit,
+    )
