@@ -157,7 +157,7 @@ def test_missing_framework_makes_a_backend_uninstalled(monkeypatch):
 def test_resolved_threads():
     assert BackendOptions().resolved_threads == len(os.sched_getaffinity(0))
     assert BackendOptions(threads=3).resolved_threads == 3
-    assert BackendOptions().to_dict() == {"threads": 0, "device": "cpu", "compile": False}
+    assert BackendOptions().to_dict() == {"threads": 0, "device": "cpu", "compile": False, "precision": "fp32"}
 
 
 # -- torch -------------------------------------------------------------------------

@@ -203,3 +203,67 @@ def test_every_rule_key_is_checked_against_loadgen(rules) -> None:
     for scenario in SCENARIOS:
         keys = set(rules.scenario(scenario).conf) | set(rules.benchmark("resnet50").conf.get(scenario, {}))
         assert keys <= checked, (scenario, keys - checked)
+
+
+# --- every benchmark against LoadGen, and the suites -----------------------------
+
+BENCH_SCENARIO_ATTR = {
+    ("Server", "target_latency"): ("server_target_latency_ns", 1e6),
+    ("MultiStream", "target_latency"): ("multi_stream_expected_latency_ns", 1e6),
+    ("Offline", "min_query_count"): ("min_query_count", 1),
+}
+
+
+@pytest.fixture(scope="module")
+def builtin_per_benchmark(rules, tmp_path_factory) -> dict:
+    empty = Path(tmp_path_factory.mktemp("lgconf2")) / "user.conf"
+    empty.write_text("")
+    cases = [(empty, b.loadgen_model, s) for b in rules.benchmarks.values() for s in ("MultiStream", "Server", "Offline")]
+    read = loadgen_read(cases)
+    return {(model, s): r for (_, model, s), r in zip(cases, read, strict=True)}
+
+
+@pytest.mark.parametrize("name", ["resnet50", "retinanet", "bert-99", "bert-99.9", "dlrm-v2-99", "dlrm-v2-99.9"])
+def test_benchmark_values_match_loadgen_under_its_model_name(rules, builtin_per_benchmark, name):
+    bench = rules.benchmark(name)
+    for (scenario, key), (attr, scale) in BENCH_SCENARIO_ATTR.items():
+        lg = builtin_per_benchmark[(bench.loadgen_model, scenario)]
+        assert lg["performance_sample_count_override"] == bench.performance_sample_count
+        if key in bench.conf.get(scenario, {}):
+            assert lg[attr] == pytest.approx(bench.conf[scenario][key] * scale), (name, scenario, key)
+
+
+def test_model_names_and_checker_ids(rules):
+    assert rules.benchmark("bert-99").loadgen_model == "bert"
+    assert rules.benchmark("dlrm-v2-99.9").loadgen_model == "dlrm-v2"
+    assert rules.benchmark("resnet50").checker_id == "resnet"
+    assert rules.benchmark("retinanet").checker_id == "retinanet"
+    assert rules.benchmark("resnet50").audits == ("TEST01", "TEST04")
+    assert "TEST04" not in rules.benchmark("bert-99").audits  # variable-cost inputs are exempt
+
+
+def test_suites():
+    from mlgauge.rules import suite, suite_names
+
+    assert suite_names() == ["datacenter", "edge", "mobile"]
+    edge = suite("edge")
+    assert edge.round == "v6.0" and edge.required["resnet50"] == ("SingleStream", "MultiStream", "Offline")
+    assert edge.required["bert-99"] == ("SingleStream", "Offline")
+    assert suite("datacenter").required["dlrm-v2-99"] == ("Server", "Offline")
+    mobile = suite("mobile")
+    assert mobile.round == "mobile-v6.0" and mobile.score == "geomean" and mobile.performance_first
+    assert mobile.cooldown_s > 0
+    with pytest.raises(UsageError, match="datacenter, edge, mobile"):
+        suite("cloud")
+
+
+def test_mobile_round():
+    mobile = inference_rules("mobile-v6.0")
+    assert list(mobile.scenarios) == ["SingleStream", "Offline"]
+    ss = mobile.scenario("SingleStream").conf
+    assert ss["min_query_count"] == 1024 and ss["min_duration"] == 60000
+    assert mobile.scenario("Offline").conf == {"min_duration": 0, "min_query_count": 24576}
+    assert mobile.benchmark("edsr").quality.threshold == pytest.approx(33.0, abs=1e-4)
+    assert mobile.benchmark("mosaic").quality.threshold == pytest.approx(57.36)
+    with pytest.raises(UsageError, match="Server"):
+        mobile.scenario("Server")

@@ -98,6 +98,8 @@ class OnnxRuntimeBackend:
         import onnxruntime as ort
 
         path = model.onnx_path if model.onnx_path is not None else export_to_onnx(model)
+        if self.options.precision == "int8":
+            path = self._quantized(path, model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.options.resolved_threads
         opts.inter_op_num_threads = 1
@@ -119,6 +121,16 @@ class OnnxRuntimeBackend:
         first = self._session.get_inputs()[0].shape[0]
         self._fixed_batch = first if isinstance(first, int) and first > 0 else None
         self._path = path
+
+    def _quantized(self, path: Path, model: ModelSource) -> Path:
+        from mlgauge.backends.onnx_quantize import quantize_onnx
+
+        if model.calibration is None:
+            raise BackendError(
+                f"{model.name} has no calibration data for INT8 quantization",
+                hint="Use --precision fp32, or a task that provides a calibration split",
+            )
+        return quantize_onnx(path, model.calibration(), [spec.name for spec in model.inputs])
 
     def _check_inputs(self, path: Path, model: ModelSource) -> None:
         got = {i.name: list(i.shape) for i in self._session.get_inputs()}
@@ -166,5 +178,6 @@ class OnnxRuntimeBackend:
             "device": "cuda" if self._session.get_providers()[0] == "CUDAExecutionProvider" else "cpu",
             "providers": self._session.get_providers(),
             "threads": self.options.resolved_threads,
+            "precision": self.options.precision,
             "model_file": str(self._path),
         }

@@ -38,6 +38,11 @@ class TorchBackend:
                 f"the torch backend cannot run {model.onnx_path}: it is an ONNX file",
                 hint="Use --backend onnxruntime for ONNX models, or give PyTorch weights",
             )
+        if self.options.precision != "fp32":
+            raise BackendError(
+                f"the torch backend runs fp32 only, not {self.options.precision}",
+                hint="Use --backend onnxruntime or --backend executorch for --precision int8",
+            )
         torch.set_num_threads(self.options.resolved_threads)
         self._torch = torch
         self.device = self._device(torch)

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from mlgauge.backends import backend_names, is_installed
 from mlgauge.cli.output import console, print_json
-from mlgauge.rules import SCENARIOS, available_rounds, inference_rules
+from mlgauge.rules import SCENARIOS, available_rounds, inference_rules, suite, suite_names
 from mlgauge.tasks import get_task, task_names
 
 
@@ -23,8 +23,17 @@ def execute(args: argparse.Namespace) -> int:
     backends = [{"name": n, "installed": is_installed(n)} for n in backend_names()]
     rules = inference_rules()
     scenarios = [{"name": s, "metric": rules.scenario(s).metric_name} for s in SCENARIOS]
+    suites = []
+    for name in suite_names():
+        found = suite(name)
+        suites.append({
+            "name": name,
+            "title": found.title,
+            "rules": found.round,
+            "required": {task: list(scenarios) for task, scenarios in found.required.items()},
+        })
     if args.json:
-        print_json({"tasks": tasks, "backends": backends, "scenarios": scenarios, "rules": available_rounds()})
+        print_json({"tasks": tasks, "backends": backends, "scenarios": scenarios, "suites": suites, "rules": available_rounds()})
         return 0
     t = Table(title="Tasks", title_justify="left")
     for col in ("Task", "Description", "Synthetic data prepared"):
@@ -44,4 +53,11 @@ def execute(args: argparse.Namespace) -> int:
     for sc in scenarios:
         s.add_row(sc["name"], sc["metric"])
     console.print(s)
+    u = Table(title="Suites (mlgauge run --suite NAME)", title_justify="left")
+    for col in ("Suite", "Rules", "Required task: scenarios"):
+        u.add_column(col)
+    for entry in suites:
+        required = "\n".join(f"{task}: {', '.join(sc)}" for task, sc in entry["required"].items())
+        u.add_row(entry["name"], entry["rules"], required)
+    console.print(u)
     return 0

@@ -63,8 +63,9 @@ def _shape_distance(rng: np.random.Generator) -> np.ndarray:
 
 
 def _texture(rng: np.random.Generator, image: np.ndarray) -> None:
-    # 5..11 cycles per 64 px: a period of 5.8..13 HR px, still below the LR Nyquist limit.
-    cycles = rng.uniform(5, 11)
+    # 7..14 cycles per 64 px: a period of 4.6..9 HR px (2.3..4.6 LR px), under the LR Nyquist
+    # limit of 2 px, so the LR image still holds it but bicubic upscaling visibly flattens it.
+    cycles = rng.uniform(7, 14)
     angle = rng.uniform(0, np.pi)
     proj = (np.cos(angle) * _XX + np.sin(angle) * _YY) / HR_SIZE
     wave = np.sin(2 * np.pi * cycles * proj + rng.uniform(0, 2 * np.pi))
@@ -82,12 +83,12 @@ def _segment_distance(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
 
 
 def _strokes(rng: np.random.Generator, image: np.ndarray) -> None:
-    """A line of 2-4 'glyphs', each 2-3 connected strokes 1-2.2 px wide, like text."""
+    """A line of 3-5 'glyphs', each 2-3 connected strokes 1-2.2 px wide, like text."""
     dark = rng.random() < 0.5
     colour = rng.uniform(0, 50, 3) if dark else rng.uniform(205, 255, 3)
     x, y = rng.uniform(4, 20), rng.uniform(10, HR_SIZE - 10)
     width = rng.uniform(1.0, 2.2)
-    for _ in range(rng.integers(2, 5)):
+    for _ in range(rng.integers(3, 6)):
         px, py = x + rng.uniform(0, 3), y + rng.uniform(-6, 6)
         distance = np.full(_XX.shape, np.inf)
         for _ in range(rng.integers(2, 4)):
@@ -107,7 +108,8 @@ def hr_image(split: str, index: int) -> np.ndarray:
     _texture(rng, image)
     for _ in range(rng.integers(1, 4)):
         _paint(image, _shape_distance(rng), rng.uniform(0, 255, 3))
-    _strokes(rng, image)
+    for _ in range(2):
+        _strokes(rng, image)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 

@@ -70,8 +70,11 @@ class EDSR(nn.Module):
         if features < 1 or blocks < 0:
             raise ValueError(f"EDSR needs features >= 1 and blocks >= 0, got {features}, {blocks}")
         self.features, self.blocks, self.scale = features, blocks, scale
+        # A constant, not learned: kept out of the state dict so weights files hold the convolutions only.
         self.register_buffer(
-            "rgb_mean", torch.tensor(DIV2K_RGB_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * RGB_RANGE
+            "rgb_mean",
+            torch.tensor(DIV2K_RGB_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * RGB_RANGE,
+            persistent=False,
         )
         self.head = nn.Sequential(_conv(3, features))
         self.body = nn.Sequential(

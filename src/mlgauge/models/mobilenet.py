@@ -37,9 +37,12 @@ class ConvBNAct(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: expand (1x1) -> depthwise 3x3 (stride) -> project (1x1, linear)."""
+    """MobileNetV2 block: expand (1x1) -> depthwise kxk (stride) -> project (1x1, linear).
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expand: int = 4) -> None:
+    ``kernel`` 5 is the larger depthwise kernel MobileNetV3/V4 use where cheap receptive field pays.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, expand: int = 4, kernel: int = 3) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -48,7 +51,7 @@ class InvertedResidual(nn.Module):
         if expand != 1:
             layers.append(ConvBNAct(in_ch, hidden, kernel=1))
         layers += [
-            ConvBNAct(hidden, hidden, kernel=3, stride=stride, groups=hidden),  # depthwise
+            ConvBNAct(hidden, hidden, kernel=kernel, stride=stride, groups=hidden),  # depthwise
             ConvBNAct(hidden, out_ch, kernel=1, act=False),  # linear bottleneck: no ReLU after projecting
         ]
         self.block = nn.Sequential(*layers)
@@ -59,20 +62,21 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-# (expansion, output channels, repeats, stride of the first repeat), MobileNetV2-style.
-SMALL_MOBILENET_STAGES: tuple[tuple[int, int, int, int], ...] = (
-    (1, 16, 1, 1),  # (B, 16, 16, 16) for a 32x32 input
-    (4, 24, 2, 2),  # (B, 24, 8, 8)
-    (4, 48, 2, 2),  # (B, 48, 4, 4)
+# (expansion, output channels, repeats, stride of the first repeat, depthwise kernel), MobileNetV2-style.
+Stages = tuple[tuple[int, int, int, int, int], ...]
+SMALL_MOBILENET_STAGES: Stages = (
+    (1, 16, 1, 1, 3),  # (B, 16, 16, 16) for a 32x32 input
+    (4, 24, 2, 2, 3),  # (B, 24, 8, 8)
+    (4, 48, 2, 2, 3),  # (B, 48, 4, 4)
 )
 
 
-def inverted_residual_stages(in_ch: int, stages: tuple[tuple[int, int, int, int], ...]) -> tuple[nn.Sequential, int]:
+def inverted_residual_stages(in_ch: int, stages: Stages) -> tuple[nn.Sequential, int]:
     """The blocks of ``stages`` in one Sequential, and the channel count they end with."""
     blocks: list[nn.Module] = []
-    for expand, out_ch, repeats, stride in stages:
+    for expand, out_ch, repeats, stride, kernel in stages:
         for r in range(repeats):
-            blocks.append(InvertedResidual(in_ch, out_ch, stride if r == 0 else 1, expand))
+            blocks.append(InvertedResidual(in_ch, out_ch, stride if r == 0 else 1, expand, kernel))
             in_ch = out_ch
     return nn.Sequential(*blocks), in_ch
 
@@ -87,7 +91,7 @@ class SmallMobileNet(nn.Module):
         self,
         num_classes: int = 10,
         stem: int = 16,
-        stages: tuple[tuple[int, int, int, int], ...] = SMALL_MOBILENET_STAGES,
+        stages: Stages = SMALL_MOBILENET_STAGES,
         head: int = 128,
     ) -> None:
         super().__init__()

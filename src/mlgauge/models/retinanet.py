@@ -402,15 +402,26 @@ class FeaturePyramid(nn.Module):
 
 
 class _HeadTower(nn.Module):
-    """``num_convs`` x (3x3 conv + ReLU) then a 3x3 predictor, shared over levels; output (B, sum HWA, k)."""
+    """``num_convs`` x (3x3 conv [+ GroupNorm] + ReLU) then a 3x3 predictor, shared over levels.
 
-    def __init__(self, channels: int, num_convs: int, out_per_anchor: int, num_anchors: int) -> None:
+    Key layout of torchvision >= 0.13 (``Conv2dNormActivation``): ``conv.<i>.0`` is the
+    conv; with ``group_norm`` (torchvision's RetinaNet v2 heads) ``conv.<i>.1`` is the norm.
+    """
+
+    def __init__(self, channels: int, num_convs: int, out_per_anchor: int, group_norm: int = 0) -> None:
         super().__init__()
-        # torchvision >= 0.13 layout: conv.<i>.0 is the conv of Conv2dNormActivation(norm_layer=None).
-        self.conv = nn.Sequential(*(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()) for _ in range(num_convs)))
+        blocks = []
+        for _ in range(num_convs):
+            if group_norm:
+                layers = [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.GroupNorm(group_norm, channels), nn.ReLU()]
+            else:
+                layers = [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()]
+            blocks.append(nn.Sequential(*layers))
+        self.conv = nn.Sequential(*blocks)
         for block in self.conv:
             nn.init.normal_(block[0].weight, std=0.01)
-            nn.init.constant_(block[0].bias, 0)
+            if block[0].bias is not None:
+                nn.init.constant_(block[0].bias, 0)
         self.out_per_anchor = out_per_anchor
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -425,8 +436,10 @@ class _HeadTower(nn.Module):
 
 
 class ClassificationHead(_HeadTower):
-    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, prior: float = 0.01) -> None:
-        super().__init__(channels, num_convs, num_classes, num_anchors)
+    def __init__(
+        self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, group_norm: int = 0, prior: float = 0.01
+    ) -> None:
+        super().__init__(channels, num_convs, num_classes, group_norm)
         self.num_classes = num_classes
         self.cls_logits = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
         nn.init.normal_(self.cls_logits.weight, std=0.01)
@@ -438,8 +451,8 @@ class ClassificationHead(_HeadTower):
 
 
 class RegressionHead(_HeadTower):
-    def __init__(self, channels: int, num_anchors: int, num_convs: int = 4) -> None:
-        super().__init__(channels, num_convs, 4, num_anchors)
+    def __init__(self, channels: int, num_anchors: int, num_convs: int = 4, group_norm: int = 0) -> None:
+        super().__init__(channels, num_convs, 4, group_norm)
         self.bbox_reg = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
         nn.init.normal_(self.bbox_reg.weight, std=0.01)
         nn.init.zeros_(self.bbox_reg.bias)
@@ -449,10 +462,10 @@ class RegressionHead(_HeadTower):
 
 
 class RetinaNetHead(nn.Module):
-    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4) -> None:
+    def __init__(self, channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, group_norm: int = 0) -> None:
         super().__init__()
-        self.classification_head = ClassificationHead(channels, num_anchors, num_classes, num_convs)
-        self.regression_head = RegressionHead(channels, num_anchors, num_convs)
+        self.classification_head = ClassificationHead(channels, num_anchors, num_classes, num_convs, group_norm)
+        self.regression_head = RegressionHead(channels, num_anchors, num_convs, group_norm)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.classification_head(features), self.regression_head(features)
@@ -541,17 +554,15 @@ class SmallBody(nn.Module):
     def __init__(self, widths: tuple[int, int, int, int, int] = (16, 32, 48, 64, 96)) -> None:
         super().__init__()
 
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            )  # fmt: skip
+        def conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
-        self.stem = block(3, widths[0])  # stride 2
-        self.layer1 = block(widths[0], widths[1])  # 4
-        self.layer2 = block(widths[1], widths[2])  # 8
-        self.layer3 = block(widths[2], widths[3])  # 16
-        self.layer4 = block(widths[3], widths[4])  # 32
+        # One conv at stride 2: full-resolution convs with few channels cost the most time on CPU.
+        self.stem = nn.Sequential(*conv(3, widths[0], 2))
+        self.layer1 = nn.Sequential(*conv(widths[0], widths[1], 2), *conv(widths[1], widths[1], 1))  # stride 4
+        self.layer2 = nn.Sequential(*conv(widths[1], widths[2], 2), *conv(widths[2], widths[2], 1))  # 8
+        self.layer3 = nn.Sequential(*conv(widths[2], widths[3], 2), *conv(widths[3], widths[3], 1))  # 16
+        self.layer4 = nn.Sequential(*conv(widths[3], widths[4], 2), *conv(widths[4], widths[4], 1))  # 32
         self.out_channels = widths[2:]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -563,15 +574,23 @@ class SmallBody(nn.Module):
 class SmallRetinaNet(_Detector):
     """The stand-in detector: tiny trunk, 3-level FPN (strides 8/16/32), RetinaNet heads, 9 anchors."""
 
-    def __init__(self, num_classes: int = 3, image_size: int = 96, channels: int = 64, head_convs: int = 2) -> None:
+    def __init__(
+        self,
+        num_classes: int = 3,
+        image_size: int = 96,
+        channels: int = 64,
+        head_convs: int = 2,
+        group_norm: int = 0,
+        widths: tuple[int, int, int, int, int] = (16, 32, 48, 64, 96),
+    ) -> None:
         super().__init__()
         self.image_size = (image_size, image_size)
         # Scaled-down RetinaNet anchors (16/32/64 px bases) for objects of ~10..60 px.
         self.anchor_sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in (16, 32, 64))
         self.num_classes = num_classes
-        body = SmallBody()
+        body = SmallBody(widths)
         self.backbone = BackboneWithFPN(body, body.out_channels, channels, extra_levels=False)
-        self.head = RetinaNetHead(channels, len(ASPECT_RATIOS) * 3, num_classes, num_convs=head_convs)
+        self.head = RetinaNetHead(channels, len(ASPECT_RATIOS) * 3, num_classes, head_convs, group_norm)
         self._init_normalisation()
 
     def feature_sizes(self) -> list[tuple[int, int]]:

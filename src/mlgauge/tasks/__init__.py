@@ -15,6 +15,8 @@ from mlgauge.tasks.base import Task
 # name -> ("module:Class", constructor keyword arguments)
 _TASKS: dict[str, tuple[str, dict]] = {
     "resnet50": ("mlgauge.tasks.image_classification:ResNet50Task", {}),
+    "dlrm-v2-99": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99"}),
+    "dlrm-v2-99.9": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99.9"}),
 }
 DEFAULT_TASK = "resnet50"
 
