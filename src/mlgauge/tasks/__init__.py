@@ -17,6 +17,7 @@ _TASKS: dict[str, tuple[str, dict]] = {
     "resnet50": ("mlgauge.tasks.image_classification:ResNet50Task", {}),
     "dlrm-v2-99": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99"}),
     "dlrm-v2-99.9": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99.9"}),
+    "edsr": ("mlgauge.tasks.super_resolution:EdsrTask", {}),
 }
 DEFAULT_TASK = "resnet50"
 
