@@ -19,7 +19,7 @@ from mlgauge.loadgen.session import Listener, Plan, execute
 from mlgauge.loadgen.settings import STYLES
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.store import ResultStore
-from mlgauge.rules import DEFAULT_ROUND, SCENARIOS, inference_rules
+from mlgauge.rules import SCENARIOS, inference_rules
 from mlgauge.tasks import DEFAULT_TASK, get_task
 
 
@@ -55,7 +55,7 @@ def plan_inference(
     the scenarios default to every scenario that round defines.
     """
     task_obj = get_task(task)
-    rules_round = rules_round or getattr(task_obj, "rules_round", DEFAULT_ROUND)
+    rules_round = rules_round or task_obj.rules_round
     rules = inference_rules(rules_round)
     if scenarios is None:
         scenarios = list(rules.scenarios)

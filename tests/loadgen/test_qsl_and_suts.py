@@ -386,7 +386,7 @@ def test_runner_responses_point_at_the_postprocessed_bytes() -> None:
         time.sleep(0.001)
         return batch.reshape(len(batch), -1).sum(axis=1)  # sample i sums to 600 i + 15
 
-    runner = BatchRunner(lg, store, run, lambda out: out * 2, np.int32)
+    runner = BatchRunner(lg, store, run, lambda out, idx: out * 2, np.int32)
     runner([101, 102, 103], [7, 2, 7])
     want = [(qid, np.int32(2 * (600 * i + 15)).tobytes()) for qid, i in ((101, 7), (102, 2), (103, 7))]
     assert lg.calls == [want]
@@ -399,11 +399,26 @@ def test_runner_responses_point_at_the_postprocessed_bytes() -> None:
     assert (runner.batches, runner.samples) == (2, 4)
 
 
+def test_runner_hands_the_batch_qsl_indices_to_postprocess() -> None:
+    _, store = loaded_store()
+    lg = FakeLG()
+    seen = []
+
+    def post(out, idx):
+        seen.append(list(idx))
+        return np.asarray(idx, dtype=np.int32)  # a response that is the QSL index itself
+
+    runner = BatchRunner(lg, store, lambda b: b, post, np.int32)
+    runner([7, 8], [4, 1])
+    assert seen == [[4, 1]]
+    assert lg.calls == [[(7, np.int32(4).tobytes()), (8, np.int32(1).tobytes())]]
+
+
 def test_runner_multi_value_and_non_contiguous_responses() -> None:
     src, store = loaded_store()
     lg = FakeLG()
     # Per sample: the first column of each row, as float32 -> 2 values, 8 bytes, from a strided view.
-    runner = BatchRunner(lg, store, lambda b: b, lambda out: out[:, :, 0], np.float32)
+    runner = BatchRunner(lg, store, lambda b: b, lambda out, idx: out[:, :, 0], np.float32)
     runner([1, 2], [3, 9])
     assert lg.sizes == [[8, 8]]
     assert lg.calls == [
@@ -427,7 +442,7 @@ def test_runner_backend_failure_still_completes() -> None:
             raise ValueError("second")
         return np.full(len(batch), 5)
 
-    runner = BatchRunner(lg, store, run, lambda out: out, np.int64)
+    runner = BatchRunner(lg, store, run, lambda out, idx: out, np.int64)
     runner([1, 2, 3], [0, 1, 2])
     assert isinstance(runner.failure, RuntimeError) and str(runner.failure) == "boom"
     assert lg.calls == [[(1, bytes(8)), (2, bytes(8)), (3, bytes(8))]]  # answered, with zeros
@@ -443,7 +458,7 @@ def test_runner_postprocess_failure_is_captured() -> None:
     _, store = loaded_store()
     lg = FakeLG()
 
-    def post(out):
+    def post(out, idx):
         raise KeyError("bad label")
 
     runner = BatchRunner(lg, store, lambda b: b, post, np.int32)
@@ -455,7 +470,7 @@ def test_runner_postprocess_failure_is_captured() -> None:
 def test_runner_empty_ids_do_nothing() -> None:
     _, store = loaded_store()
     lg = FakeLG()
-    runner = BatchRunner(lg, store, lambda b: 1 / 0, lambda out: out, np.int32)
+    runner = BatchRunner(lg, store, lambda b: 1 / 0, lambda out, idx: out, np.int32)
     runner([], [])
     assert lg.calls == []
     assert (runner.batches, runner.samples, runner.failure) == (0, 0, None)
@@ -464,7 +479,7 @@ def test_runner_empty_ids_do_nothing() -> None:
 def test_runner_behind_a_dynamic_sut_completes_every_sample_once() -> None:
     src, store = loaded_store(32)
     lg = FakeLG()
-    runner = BatchRunner(lg, store, lambda b: b[:, 0, 0], lambda out: out, np.float32)
+    runner = BatchRunner(lg, store, lambda b: b[:, 0, 0], lambda out, idx: out, np.float32)
     sut = DynamicBatchingSUT(runner, SutOptions(max_batch=8, workers=3, max_wait_ms=0.5))
     for qid in range(500):
         sut.issue([qid], [qid % 32])

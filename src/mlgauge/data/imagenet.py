@@ -10,16 +10,13 @@ dependency; Pillow does the decoding and resizing.
 from __future__ import annotations
 
 import hashlib
-import operator
-import os
-import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image
 
+from mlgauge.data.image_files import SampleCache, check_files_exist, checked_index, decode_image, load_samples
 from mlgauge.errors import DataError
 
 MLPERF_MEANS = (123.68, 116.78, 103.94)
@@ -29,10 +26,6 @@ VAL_MAP_NAME = "val_map.txt"
 # Part of the cache key: bump it whenever anything that changes the output
 # pixels changes (sizes, resampling, means, decoding), so stale caches are not reused.
 PREPROCESS_VERSION = "mlperf-resnet50-vgg/224/0.875/box/rgb-means/chw/exif/v1"
-
-# Pillow releases the GIL while decoding and resizing, so a few threads give a
-# real speed-up; more mostly add memory pressure next to the benchmark itself.
-_MAX_WORKERS = 4
 
 
 def read_val_map(path: Path) -> tuple[list[str], np.ndarray]:
@@ -125,26 +118,9 @@ def preprocess_mlperf_resnet50(
 
 
 def _decode(path: Path) -> Image.Image:
-    """Open one image file fully into memory as RGB, turned upright like cv2.imread does."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            # cv2.imread (the reference's loader) applies the EXIF orientation by default.
-            if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
-                image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise DataError(
-            f"ImageNet image {path} has disappeared since the dataset was opened",
-            hint="Restore the file or re-run with the complete dataset",
-        ) from None
-    except Exception as exc:
-        # Pillow's format plugins raise many exception types on corrupt input
-        # (OSError, SyntaxError, ValueError, struct.error, ...); all mean the same here.
-        raise DataError(
-            f"cannot decode ImageNet image {path}: {exc}",
-            hint="The file is corrupt or not an image; re-extract it from ILSVRC2012_img_val.tar",
-        ) from exc
+    return decode_image(
+        path, what="ImageNet image", hint="The file is corrupt or not an image; re-extract it from ILSVRC2012_img_val.tar"
+    )
 
 
 class ImageNetValidation:
@@ -205,107 +181,33 @@ class ImageNetValidation:
         if count is not None:
             names, labels = names[:count], labels[:count]
 
-        self._check_files_exist(root, names, map_path)
+        check_files_exist(
+            root, names, map_path, what="ImageNet",
+            hint="Extract the complete ILSVRC2012 validation set into the folder, or pass count= to use only the first entries",
+        )  # fmt: skip
         self._names = names
         self._labels = labels
         self.total_count = len(names)
         self.performance_count = min(performance_count, self.total_count)
 
-        self._cache: Path | None = None
-        if cache_dir is not None:
-            self._cache = Path(cache_dir) / cache_key
-            try:
-                self._cache.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DataError(
-                    f"cannot create the preprocessed-image cache {self._cache}: {exc.strerror or exc}",
-                    hint="Pass a writable cache folder, or none to preprocess on every load",
-                ) from None
+        self._cache = SampleCache(
+            Path(cache_dir) / cache_key if cache_dir is not None else None, self.sample_shape, self.sample_dtype
+        )
 
-    @staticmethod
-    def _check_files_exist(root: Path, names: list[str], map_path: Path) -> None:
-        # One directory listing answers 50,000 lookups far faster than 50,000 stats
-        # (which matters on network file systems); stat only what the listing lacks.
-        try:
-            listing = set(os.listdir(root))
-        except OSError as exc:
-            raise DataError(
-                f"cannot list ImageNet folder {root}: {exc.strerror or exc}",
-                hint="Check that the folder is readable",
-            ) from None
-        missing = [name for name in names if name not in listing and not (root / name).is_file()]
-        if missing:
-            raise DataError(
-                f"{len(missing)} of {len(names)} images listed in {map_path} are missing from {root}, "
-                f"first: {missing[0]}",
-                hint="Extract the complete ILSVRC2012 validation set into the folder, "
-                "or pass count= to use only the first entries",
-            )
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One decoded image -> one model input; subclasses preprocess for other models."""
+        return preprocess_mlperf_resnet50(image)
 
     def _sample(self, index: int) -> np.ndarray:
-        if self._cache is None:
-            return preprocess_mlperf_resnet50(_decode(self.root / self._names[index]))
-        cached = self._cache / f"{index}.npy"
-        try:
-            sample = np.load(cached, allow_pickle=False)
-            if sample.shape == self.sample_shape and sample.dtype == self.sample_dtype:
-                return sample
-        except (OSError, ValueError, EOFError):
-            pass  # not cached yet, or an unreadable entry (e.g. damaged disk): recompute and overwrite
-        sample = preprocess_mlperf_resnet50(_decode(self.root / self._names[index]))
-        self._write_cache(cached, sample)
-        return sample
-
-    @staticmethod
-    def _write_cache(target: Path, sample: np.ndarray) -> None:
-        # Unique temp name + os.replace: concurrent writers (threads or worker
-        # processes) and interrupted runs never leave a half-written .npy behind.
-        fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, sample, allow_pickle=False)
-            os.replace(temp_name, target)
-        except OSError as exc:
-            Path(temp_name).unlink(missing_ok=True)
-            raise DataError(
-                f"cannot write preprocessed image {target}: {exc.strerror or exc}",
-                hint="Free disk space or pass a different cache folder (or none)",
-            ) from None
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-
-    def _checked_index(self, index: int) -> int:
-        try:
-            value = operator.index(index)
-        except TypeError:
-            raise DataError(
-                f"ImageNet sample index {index!r} is not an integer",
-                hint="Sample indices are integers in 0..total_count-1",
-            ) from None
-        if not 0 <= value < self.total_count:
-            raise DataError(
-                f"ImageNet sample index {value} is outside 0..{self.total_count - 1}",
-                hint="Sample indices come from the map order; check count= and the query",
-            )
-        return value
+        return self._cache.get(index, lambda i: self.preprocess(_decode(self.root / self._names[i])))
 
     def load(self, indices: Sequence[int]) -> np.ndarray:
-        """Preprocessed samples in the order given, shape ``(len(indices), 3, 224, 224)``."""
-        checked = [self._checked_index(i) for i in indices]
-        out = np.empty((len(checked), *self.sample_shape), dtype=self.sample_dtype)
-        if len(checked) <= 1:
-            for pos, index in enumerate(checked):
-                out[pos] = self._sample(index)
-            return out
-        pool = ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(checked)))
-        try:
-            for pos, sample in enumerate(pool.map(self._sample, checked)):
-                out[pos] = sample
-        finally:
-            # On the first bad image, drop the queued rest instead of decoding them all.
-            pool.shutdown(wait=True, cancel_futures=True)
-        return out
+        """Preprocessed samples in the order given, shape ``(len(indices), *sample_shape)``."""
+        checked = [
+            checked_index(i, self.total_count, what="ImageNet", hint="Sample indices come from the map order; check count= and the query")
+            for i in indices
+        ]
+        return load_samples(checked, self.sample_shape, self.sample_dtype, self._sample)
 
     def ground_truth(self) -> np.ndarray:
         """The label of every sample index, int64."""

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mlgauge.data.image_files import decode_image
 from mlgauge.errors import DataError
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -138,13 +139,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _decode(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"image {path} has disappeared since the dataset was opened") from None
-    except Exception as exc:
-        raise DataError(f"cannot decode image {path}: {exc}", hint="Replace the file with a valid PNG") from None
+    return np.asarray(decode_image(path, hint="Replace the file with a valid PNG", upright=False))
 
 
 class SrPairs:

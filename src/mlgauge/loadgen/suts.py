@@ -76,10 +76,10 @@ class BatchRunner:
             self._local.buf = buf
         return buf
 
-    def _responses(self, outputs) -> tuple[np.ndarray, np.ndarray | None]:
+    def _responses(self, outputs, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray | None]:
         """One contiguous response buffer, and for variable-size responses each
         sample's byte offset in it (n + 1 of them); None when all sizes are equal."""
-        post = self._post(outputs)
+        post = self._post(outputs, indices)
         if isinstance(post, list):  # variable-size responses
             parts = [np.ascontiguousarray(p, dtype=self._dtype).reshape(-1) for p in post]
             sizes = np.fromiter((p.nbytes for p in parts), dtype=np.int64, count=len(parts))
@@ -95,7 +95,7 @@ class BatchRunner:
             t0 = time.perf_counter()
             outputs = self._run(batch)
             spent = time.perf_counter() - t0
-            responses, offsets = self._responses(outputs)
+            responses, offsets = self._responses(outputs, indices)
         except BaseException as exc:  # noqa: BLE001 - surfaced by the worker after the test
             # Answer anyway so LoadGen finishes; the run is then reported as failed.
             self.failure = self.failure or exc

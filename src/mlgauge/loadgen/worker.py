@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlgauge.config.run_spec import RunSpec
 from mlgauge.errors import MlgaugeError, RunError, WorkerError
+from mlgauge.tensors import batch_len
 
 EXIT_USER_ERROR = 2
 EXIT_CRASH = 3
@@ -63,7 +64,7 @@ class _Context:
 
     def step(self, batch):
         """The SUT's path for one batch, minus LoadGen: what calibration times."""
-        return self.workload.postprocess(self.backend.run(batch))
+        return self.workload.postprocess(self.backend.run(batch), range(batch_len(batch)))
 
     def settle(self, calibration: dict | None):
         from mlgauge.loadgen.settings import resolve_settings

@@ -18,6 +18,11 @@ _TASKS: dict[str, tuple[str, dict]] = {
     "dlrm-v2-99": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99"}),
     "dlrm-v2-99.9": ("mlgauge.tasks.recommendation:DlrmTask", {"benchmark": "dlrm-v2-99.9"}),
     "edsr": ("mlgauge.tasks.super_resolution:EdsrTask", {}),
+    "retinanet": ("mlgauge.tasks.object_detection:RetinaNetTask", {}),
+    "bert-99": ("mlgauge.tasks.question_answering:BertTask", {"benchmark": "bert-99"}),
+    "bert-99.9": ("mlgauge.tasks.question_answering:BertTask", {"benchmark": "bert-99.9"}),
+    "mobilenet-v4": ("mlgauge.tasks.mobile_classification:MobileNetTask", {}),
+    "mosaic": ("mlgauge.tasks.segmentation:MosaicTask", {}),
 }
 DEFAULT_TASK = "resnet50"
 

@@ -109,8 +109,10 @@ class Workload:
     model: ModelSource
     quality: QualityTarget
     response_dtype: np.dtype
-    # model outputs -> responses: one (B, ...) array, or a list of B arrays when sizes vary
-    postprocess: Callable[[object], np.ndarray | list[np.ndarray]]
+    # (model outputs, the batch's QSL indices) -> responses: one (B, ...) array, or a
+    # list of B arrays when sizes vary. Most tasks ignore the indices; detection
+    # writes them into its responses as MLPerf's layout asks.
+    postprocess: Callable[[object, Sequence[int]], np.ndarray | list[np.ndarray]]
     score: Callable[[dict[int, np.ndarray]], AccuracyResult]  # qsl_idx -> decoded response
 
 

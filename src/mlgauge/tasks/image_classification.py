@@ -19,7 +19,7 @@ from mlgauge import paths
 from mlgauge.errors import ModelError
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
-from mlgauge.tasks.standin import StandinCache
+from mlgauge.tasks.standin import StandinCache, StandinTask
 from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load_state_dict
 from mlgauge.tensors import TensorSpec
 
@@ -32,7 +32,7 @@ STANDIN_EPOCHS = 6
 TORCHVISION_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-def top1_postprocess(logits: np.ndarray) -> np.ndarray:
+def top1_postprocess(logits: np.ndarray, indices=None) -> np.ndarray:
     """Class index per sample. 1001-way models (MLPerf's TF-derived ONNX) reserve 0 for background."""
     logits = np.asarray(logits)
     pred = logits.argmax(axis=-1).astype(np.int32)
@@ -52,19 +52,15 @@ def make_top1_score(labels: np.ndarray, target: QualityTarget) -> Callable[[dict
     return score
 
 
-class ResNet50Task:
+class ResNet50Task(StandinTask):
     name = "resnet50"
     title = "Image classification (ResNet-50 v1.5 on ImageNet; synthetic stand-in by default)"
+    rules_round = DEFAULT_ROUND
 
     cache = StandinCache("resnet50", STANDIN_VERSION)
 
     # -- the synthetic stand-in -------------------------------------------------
-    @property
-    def standin_dir(self) -> Path:
-        return self.cache.dir
 
-    def is_prepared(self) -> bool:
-        return self.cache.is_prepared()
 
     def prepare(self, progress: Callable[[str, float], None] | None = None) -> dict:
         """Generate the synthetic splits and train the small CNN; cached, so only the first call works."""
@@ -74,7 +70,7 @@ class ResNet50Task:
 
         from mlgauge.data import synthetic_images
         from mlgauge.models.resnet import SmallResNet
-        from mlgauge.training.fit import fit_classifier, top1
+        from mlgauge.training.fit import fit_classifier, single_threaded, top1
 
         # ``progress`` gets the overall fraction done: generation is the first tenth, training the rest.
         report = progress or (lambda stage, fraction: None)
@@ -85,13 +81,14 @@ class ResNet50Task:
         val_x, val_y = synthetic_images.generate(range(STANDIN_SPLITS["val"]), "val")
         report("generating synthetic images", 0.1)
 
-        torch.manual_seed(0)
-        model = SmallResNet()
-        untrained = top1(model, val_x, val_y)
-        fit_classifier(
-            model, train_x, train_y, epochs=STANDIN_EPOCHS, progress=lambda f: report("training the small CNN", 0.1 + 0.9 * f)
-        )
-        trained = top1(model, val_x, val_y)
+        with single_threaded():
+            torch.manual_seed(0)
+            model = SmallResNet()
+            untrained = top1(model, val_x, val_y)
+            fit_classifier(
+                model, train_x, train_y, epochs=STANDIN_EPOCHS, progress=lambda f: report("training the small CNN", 0.1 + 0.9 * f)
+            )
+            trained = top1(model, val_x, val_y)
 
         meta = {
             "task": self.name,
@@ -139,7 +136,7 @@ class ResNet50Task:
         return self._workload(dataset, model, rule.quality)
 
     # -- the real benchmark -----------------------------------------------------
-    def _imagenet_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str) -> Workload:
+    def _real_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str) -> Workload:
         from mlgauge.data.imagenet import ImageNetValidation
 
         rule = inference_rules(round).benchmark(self.name)
@@ -198,13 +195,3 @@ class ResNet50Task:
             score=make_top1_score(dataset.ground_truth(), quality),
         )
 
-    def workload(
-        self,
-        dataset_path: Path | None = None,
-        weights_path: Path | None = None,
-        count: int | None = None,
-        round: str = DEFAULT_ROUND,
-    ) -> Workload:
-        if dataset_path is None:
-            return self._standin_workload(weights_path, count)
-        return self._imagenet_workload(Path(dataset_path), weights_path, count, round)

@@ -29,7 +29,7 @@ from mlgauge.data.criteo import CriteoSamples, MultiHotCriteo, PlantedClickModel
 from mlgauge.errors import ModelError, choice_error
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
-from mlgauge.tasks.standin import StandinCache
+from mlgauge.tasks.standin import StandinCache, StandinTask
 from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load_state_dict
 from mlgauge.tensors import TensorSpec
 
@@ -63,7 +63,7 @@ def input_specs(sparse_width: int) -> tuple[TensorSpec, ...]:
     return (TensorSpec("dense", (13,), "float32"), TensorSpec("sparse", (sparse_width,), "int64"))
 
 
-def probability_postprocess(outputs) -> np.ndarray:
+def probability_postprocess(outputs, indices=None) -> np.ndarray:
     """The click probability per sample, ``(B, 1)`` float32."""
     out = np.asarray(outputs[0] if isinstance(outputs, (tuple, list)) else outputs)
     if out.ndim == 1:
@@ -139,9 +139,9 @@ def predict(model, dense: np.ndarray, sparse: np.ndarray, batch_size: int = 4096
     return torch.cat(parts).numpy().reshape(-1) if parts else np.zeros(0, np.float32)
 
 
-class DlrmTask:
+class DlrmTask(StandinTask):
     title = "Recommendation (DLRM-v2 with DCNv2 on Criteo 1TB multi-hot; synthetic stand-in by default)"
-    rules_round = "v6.0"
+    rules_round = DEFAULT_ROUND
 
     # Both targets share the data and model, so one stand-in cache serves them.
     cache = StandinCache("dlrm-v2", STANDIN_VERSION)
@@ -153,12 +153,7 @@ class DlrmTask:
         self.name = benchmark
 
     # -- the synthetic stand-in -------------------------------------------------
-    @property
-    def standin_dir(self) -> Path:
-        return self.cache.dir
 
-    def is_prepared(self) -> bool:
-        return self.cache.is_prepared()
 
     def prepare(self, progress: Callable[[str, float], None] | None = None) -> dict:
         """Generate the synthetic splits and train the small DLRM-v2; cached, so only the first call works."""
@@ -167,6 +162,7 @@ class DlrmTask:
         import torch
 
         from mlgauge.models.dlrm import DLRMv2
+        from mlgauge.training.fit import single_threaded
 
         report = progress or (lambda stage, fraction: None)
         start = time.perf_counter()
@@ -178,17 +174,12 @@ class DlrmTask:
         val = planted.generate(STANDIN_SPLITS["val"], "val")
         report("generating synthetic impressions", 0.15)
 
-        # One thread: the model is too small to gain from more, and it keeps the weights the same on any machine.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_threaded():
             torch.manual_seed(0)
             model = DLRMv2(config)
             untrained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
             _train(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
             trained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
-        finally:
-            torch.set_num_threads(threads)
         report("training the small DLRM-v2", 1.0)
 
         meta = {
@@ -249,7 +240,7 @@ class DlrmTask:
         return self._workload(dataset, model, rule.quality)
 
     # -- the real benchmark -----------------------------------------------------
-    def _criteo_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str) -> Workload:
+    def _real_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str) -> Workload:
         from mlgauge.models.dlrm import REFERENCE_NUM_EMBEDDINGS
 
         rule = inference_rules(round).benchmark(self.benchmark)
@@ -307,13 +298,3 @@ class DlrmTask:
             score=make_auc_score(dataset.ground_truth(), quality),
         )
 
-    def workload(
-        self,
-        dataset_path: Path | None = None,
-        weights_path: Path | None = None,
-        count: int | None = None,
-        round: str = DEFAULT_ROUND,
-    ) -> Workload:
-        if dataset_path is None:
-            return self._standin_workload(weights_path, count)
-        return self._criteo_workload(Path(dataset_path), weights_path, count, round)

@@ -58,3 +58,44 @@ class StandinCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return meta
+
+
+class StandinTask:
+    """What every task shares: the stand-in cache and the choice between the stand-in
+    (no dataset given) and the real dataset format.
+
+    Subclasses set ``name``, ``title``, ``rules_round`` and ``cache``, and implement
+    ``prepare``, ``_standin_workload(weights_path, count)`` and
+    ``_real_workload(dataset_path, weights_path, count, round)``.
+    """
+
+    name: str
+    title: str
+    rules_round: str
+    cache: StandinCache
+
+    @property
+    def standin_dir(self) -> Path:
+        return self.cache.dir
+
+    def is_prepared(self) -> bool:
+        return self.cache.is_prepared()
+
+    def workload(
+        self,
+        dataset_path: Path | None = None,
+        weights_path: Path | None = None,
+        count: int | None = None,
+        round: str | None = None,
+    ):
+        """Bind to the real dataset at ``dataset_path`` (rules of ``round``, default the
+        task's), or to the prepared synthetic stand-in when it is None."""
+        if dataset_path is None:
+            return self._standin_workload(weights_path, count)
+        return self._real_workload(Path(dataset_path), weights_path, count, round or self.rules_round)
+
+    def _standin_workload(self, weights_path: Path | None, count: int | None):
+        raise NotImplementedError
+
+    def _real_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str):
+        raise NotImplementedError

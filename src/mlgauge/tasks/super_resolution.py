@@ -38,7 +38,7 @@ import numpy as np
 from mlgauge.errors import ModelError, UsageError
 from mlgauge.rules import QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
-from mlgauge.tasks.standin import StandinCache
+from mlgauge.tasks.standin import StandinCache, StandinTask
 from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load_state_dict
 from mlgauge.tensors import TensorSpec
 
@@ -116,7 +116,7 @@ def make_psnr_score(
 def make_sr_postprocess(layout: str) -> Callable[[object], np.ndarray]:
     """Model output -> ``(B, H, W, 3)`` uint8 (rounded, clipped to 0..255)."""
 
-    def postprocess(outputs: object) -> np.ndarray:
+    def postprocess(outputs: object, indices=None) -> np.ndarray:
         out = np.asarray(outputs[0] if isinstance(outputs, tuple) else outputs)
         channel_axis = 1 if layout == "NCHW" else 3
         if out.ndim != 4 or out.shape[channel_axis] != 3:
@@ -263,15 +263,13 @@ def sr_model_source(
 # -- the task ------------------------------------------------------------------------
 
 
-class EdsrTask:
+class EdsrTask(StandinTask):
     name = "edsr"
     title = "Super-resolution (EDSR F32B5 2x on SNUSR; synthetic stand-in by default)"
     rules_round = ROUND
 
     cache = StandinCache("edsr", STANDIN_VERSION)
 
-    def is_prepared(self) -> bool:
-        return self.cache.is_prepared()
 
     def prepare(self, progress: Callable[[str, float], None] | None = None) -> dict:
         """Generate the synthetic pairs and train the small EDSR; cached, so only the first call works."""
@@ -281,6 +279,7 @@ class EdsrTask:
 
         from mlgauge.data import synthetic_sr
         from mlgauge.models.edsr import EDSR
+        from mlgauge.training.fit import single_threaded
 
         report = progress or (lambda stage, fraction: None)
         start = time.perf_counter()
@@ -291,17 +290,10 @@ class EdsrTask:
 
         torch.manual_seed(0)
         model = EDSR(**STANDIN_MODEL)
-        # One thread: convolutions this small gain little from a second one, a busy machine
-        # loses a lot to threads spinning at barriers, and the trained weights do not then
-        # depend on the machine's core count (the order of float sums does).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_threaded():
             untrained = model_psnr(model, val_lr, val_hr)
             fit_sr(model, train_lr, train_hr, progress=lambda f: report("training the small EDSR", 0.15 + 0.83 * f))
             trained = model_psnr(model, val_lr, val_hr)
-        finally:
-            torch.set_num_threads(threads)
         meta = {
             "task": self.name,
             "version": STANDIN_VERSION,
@@ -389,13 +381,3 @@ class EdsrTask:
             score=make_psnr_score(dataset.ground_truth(), dataset.hr_shape, quality),
         )
 
-    def workload(
-        self,
-        dataset_path: Path | None = None,
-        weights_path: Path | None = None,
-        count: int | None = None,
-        round: str = ROUND,
-    ) -> Workload:
-        if dataset_path is None:
-            return self._standin_workload(weights_path, count)
-        return self._real_workload(Path(dataset_path), weights_path, count, round)
