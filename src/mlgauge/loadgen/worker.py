@@ -97,7 +97,8 @@ def _open(spec: RunSpec) -> _Context:
     synthetic = workload.dataset.label == "synthetic"
     bench_rule = standin_rules()[workload.benchmark] if synthetic else rules.benchmark(workload.benchmark)
     backend_cls = get_backend_class(spec.backend)
-    spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8))
+    # Rounds without MultiStream (MLPerf Mobile) never batch queries of several samples.
+    spq = int(rules.scenario("MultiStream").conf.get("samples_per_query", 8)) if "MultiStream" in rules.scenarios else 1
     shape = _shape(spec, backend_cls, spq)
     backend = backend_cls(
         BackendOptions(
