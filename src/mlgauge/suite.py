@@ -11,13 +11,13 @@ FAILED with the reason, and the rest go on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlgauge import inference
 from mlgauge.config.run_spec import RunSpec
-from mlgauge.errors import MlgaugeError
+from mlgauge.errors import DataError, MlgaugeError, ModelError, UsageError
 from mlgauge.loadgen.record import failed_record
 from mlgauge.loadgen.session import Listener, Plan, new_run_id, run_one
 from mlgauge.results.record import ResultRecord
@@ -42,15 +42,33 @@ def plan_suite(
     audits: bool = False,
     cooldown_s: float | None = None,
     modes: Sequence[str] = ("performance", "accuracy"),
+    datasets: Mapping[str, Path] | None = None,
+    weights: Mapping[str, Path] | None = None,
     **options,
 ) -> SuitePlan:
     """One plan per required task; ``options`` go to ``plan_inference`` (backend, style ...).
 
     ``audits`` adds the compliance tests the rules require of each benchmark.
     ``cooldown_s`` defaults to the suite's rule in the valid style and to none in the
-    quick style (a first look should be quick).
+    quick style (a first look should be quick). ``datasets`` and ``weights`` give
+    some tasks real files (task -> path); the others run their synthetic stand-ins.
     """
     chosen = suite(name)
+    datasets, weights = dict(datasets or {}), dict(weights or {})
+    for flag, given in (("--dataset", datasets), ("--weights", weights)):
+        unknown = sorted(set(given) - set(chosen.required))
+        if unknown:
+            raise UsageError(
+                f"{flag} names {', '.join(unknown)}, which the {name} suite does not run",
+                hint=f"The {name} suite runs: {', '.join(chosen.required)}",
+            )
+    # A mistyped path is the user's to fix now, not a task failure found hours into the suite.
+    for task, path in datasets.items():
+        if not Path(path).is_dir():
+            raise DataError(f"dataset folder {path} for {task} does not exist", hint="Check the --dataset TASK=PATH entry")
+    for task, path in weights.items():
+        if not Path(path).is_file():
+            raise ModelError(f"weights file {path} for {task} does not exist", hint="Check the --weights TASK=PATH entry")
     rules = inference_rules(chosen.round)
     run_id = new_run_id()
     plans: dict[str, Plan] = {}
@@ -65,6 +83,8 @@ def plan_suite(
                 rules_round=chosen.round,
                 audits=[t for t in tests if "accuracy" in modes or t != "TEST01"],
                 run_id=run_id,
+                dataset=datasets.get(task),
+                weights=weights.get(task),
                 **options,
             )
         except MlgaugeError as exc:

@@ -46,6 +46,11 @@ def _rows(db: Path) -> int:
         (["run", "--threads", "-1"], ["--threads"]),
         (["run", "--dataset", "/nonexistent/imagenet"], ["dataset folder /nonexistent/imagenet does not exist"]),
         (["run", "--weights", "/nonexistent/w.pt"], ["weights file /nonexistent/w.pt does not exist"]),
+        (["run", "--dataset", "/a", "--dataset", "/b"], ["--dataset was given 2 times", "--suite"]),
+        (["run", "--suite", "edge", "--dataset", "/data/imagenet"], ["needs the form TASK=PATH", "resnet50=/data/imagenet"]),
+        (["run", "--suite", "edge", "--dataset", "edsr=/tmp"], ["names edsr, which the edge suite does not run", "resnet50"]),
+        (["run", "--suite", "edge", "--dataset", "resnet50=/nonexistent/in"], ["/nonexistent/in for resnet50 does not exist"]),
+        (["run", "--suite", "mobile", "--weights", "mosaic=/nonexistent/m.tflite"], ["/nonexistent/m.tflite for mosaic does not exist"]),
         (["nosuchcommand"], ["invalid choice: 'nosuchcommand'"]),
     ],
 )

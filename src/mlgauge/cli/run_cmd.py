@@ -41,6 +41,27 @@ def _names(values: list[str] | None) -> list[str]:
     return [n.strip() for v in values or [] for n in v.split(",") if n.strip()]
 
 
+def _one_path(values: list[str] | None, flag: str) -> Path | None:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise UsageError(f"{flag} was given {len(values)} times; one task takes one", hint=f"Per-task {flag} TASK=PATH entries go with --suite")
+    return Path(values[0])
+
+
+def _per_task_paths(values: list[str] | None, flag: str) -> dict[str, Path]:
+    """``TASK=PATH`` entries of a suite run."""
+    out: dict[str, Path] = {}
+    for value in values or []:
+        task, sep, path = value.partition("=")
+        if not sep or not task.strip() or not path.strip():
+            raise UsageError(f"{flag} {value!r} with --suite needs the form TASK=PATH", hint=f"e.g. {flag} resnet50=/data/imagenet")
+        if task.strip() in out:
+            raise UsageError(f"{flag} names {task.strip()} twice")
+        out[task.strip()] = Path(path.strip())
+    return out
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="run an inference benchmark through LoadGen (the default command)")
     p.add_argument("--task", default=DEFAULT_TASK, help=f"task to run (default {DEFAULT_TASK}; see 'mlgauge list')")
@@ -57,8 +78,8 @@ def register(sub) -> None:
     p.add_argument("--find-peak", action="store_true", help="bisect Server target_qps to the highest VALID value")
     p.add_argument("--audit", action="append", metavar="TEST", help="compliance tests after the runs: TEST01, TEST04 (repeat or comma-separate)")
     p.add_argument("--conf", type=Path, help="LoadGen user.conf with overrides (model.scenario.key = value)")
-    p.add_argument("--dataset", type=Path, help="real dataset folder (default: the synthetic stand-in)")
-    p.add_argument("--weights", type=Path, help="model weights: .onnx or a PyTorch state dict")
+    p.add_argument("--dataset", action="append", metavar="PATH", help="real dataset folder (default: the synthetic stand-in); with --suite: TASK=PATH, repeatable")
+    p.add_argument("--weights", action="append", metavar="PATH", help="model weights: .onnx, .pte, .tflite or a PyTorch state dict; with --suite: TASK=PATH, repeatable")
     p.add_argument("--count", type=int, help="use only the first N samples of the dataset")
     g = p.add_argument_group("system under test")
     g.add_argument("--threads", type=int, default=0, help="intra-op threads per worker (default: per scenario)")
@@ -110,8 +131,8 @@ def execute(args: argparse.Namespace) -> int:
         modes=list(MODES) if args.mode == "both" else [args.mode],
         backend=args.backend,
         style=args.style,
-        dataset=args.dataset,
-        weights=args.weights,
+        dataset=_one_path(args.dataset, "--dataset"),
+        weights=_one_path(args.weights, "--weights"),
         count=args.count,
         conf=args.conf,
         flags=flags,
@@ -157,8 +178,6 @@ def execute_suite(args: argparse.Namespace) -> int:
     from mlgauge.results.score import suite_score
     from mlgauge.suite import plan_suite, run_suite
 
-    if args.dataset or args.weights:
-        raise UsageError("--dataset/--weights name one task's files; a suite runs the synthetic stand-ins")
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
     db_path = args.db or paths.default_db_path()
     splan = plan_suite(
@@ -166,6 +185,9 @@ def execute_suite(args: argparse.Namespace) -> int:
         audits=args.audits,
         cooldown_s=args.cooldown,
         modes=list(MODES) if args.mode == "both" else [args.mode],
+        datasets=_per_task_paths(args.dataset, "--dataset"),
+        weights=_per_task_paths(args.weights, "--weights"),
+        count=args.count,
         backend=args.backend,
         style=args.style,
         conf=args.conf,
