@@ -34,5 +34,7 @@ def test_real_dataset_and_weights_go_to_the_named_task_only(tmp_path):
 
 def test_mobile_suite_uses_the_mobile_round_and_its_cooldown_in_valid_style(tmp_path):
     splan = plan_suite("mobile", backend="onnxruntime", runs_dir=tmp_path, style="valid")
+    assert splan.unplannable == {}
+    assert set(splan.plans) == {"mobilenet-v4", "mobiledet", "mosaic", "mobilebert", "edsr"}
     assert splan.cooldown_s == suite("mobile").cooldown_s == 60
     assert {p.base.rules_round for p in splan.plans.values()} == {"mobile-v6.0"}

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from mlgauge.backends.base import BackendOptions
+from mlgauge.backends.model_files import model_file_layout
 from mlgauge.backends.null_backend import NullBackend
 from mlgauge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from mlgauge.backends.torch_backend import TorchBackend
@@ -19,7 +20,7 @@ from mlgauge.data import synthetic_images
 from mlgauge.errors import DataError, ModelError
 from mlgauge.models.mobilenet import SmallMobileNet
 from mlgauge.rules import inference_rules, standin_rules
-from mlgauge.tasks.mobile_classification import MobileNetTask, model_file_layout, preprocess_mobilenet_v4
+from mlgauge.tasks.mobile_classification import MobileNetTask, preprocess_mobilenet_v4
 
 # -- preprocessing ----------------------------------------------------------------------------
 

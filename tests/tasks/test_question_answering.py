@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mlgauge.backends.base import BackendOptions
+from mlgauge.backends.model_files import onnx_input_names
 from mlgauge.backends.null_backend import NullBackend
 from mlgauge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from mlgauge.backends.torch_backend import TorchBackend
@@ -22,7 +23,6 @@ from mlgauge.tasks.question_answering import (
     MLPERF_ONNX_INPUT_NAMES,
     BertTask,
     make_squad_score,
-    onnx_input_names,
     qa_postprocess,
     standin_init,
 )

@@ -41,13 +41,13 @@ from typing import ClassVar
 import numpy as np
 
 from mlgauge.backends.base import BackendOptions
+from mlgauge.backends.model_files import plain_tensor_name
 from mlgauge.errors import BackendError, ModelError
 from mlgauge.tasks.base import ModelSource
 from mlgauge.tensors import Batch, TensorSpec, batch_len, batch_slice, pad_to
 
 _TFLITE_MAGIC = b"TFL3"  # the schema's file_identifier, at bytes 4..8
 _QUANTIZED = ("int8", "uint8", "int16")
-_DECORATION = re.compile(r"^(?:serving_default_)?(.*?)(?::\d+)?$")
 _POSITIONAL = re.compile(r"^args_(\d+)$")
 
 
@@ -84,11 +84,6 @@ def _native_stderr_silenced() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def _plain_name(name: str) -> str:
-    match = _DECORATION.match(name)
-    return match.group(1) if match else name
 
 
 def _matches(shape: tuple[int, ...], want: tuple[int, ...]) -> bool:
@@ -183,8 +178,9 @@ class LiteRtBackend:
             )
         if len(specs) == 1:
             return [(specs[0], details[0])]
-        by_name = {_plain_name(d["name"]): d for d in details}
-        if all(s.name in by_name for s in specs):
+        by_name = {plain_tensor_name(d["name"]): d for d in details}
+        # Names that collapse to one ("x:0", "x:1") cannot say which tensor is which.
+        if len(by_name) == len(details) and all(s.name in by_name for s in specs):
             return [(s, by_name[s.name]) for s in specs]
         positions = {int(m.group(1)): d for name, d in by_name.items() if (m := _POSITIONAL.match(name))}
         if sorted(positions) == list(range(len(specs))):
@@ -227,8 +223,8 @@ class LiteRtBackend:
 
     def _plan_outputs(self, details: list[dict]) -> list[_Output]:
         declared = [s.name for s in self._model.outputs]
-        by_name = {_plain_name(d["name"]): d for d in details}
-        if len(declared) == len(details) and all(n in by_name for n in declared):
+        by_name = {plain_tensor_name(d["name"]): d for d in details}
+        if len(declared) == len(details) == len(by_name) and all(n in by_name for n in declared):
             details = [by_name[n] for n in declared]  # TFLite may list outputs out of the function's order
         plans = []
         for detail in details:

@@ -317,6 +317,7 @@ class CocoDetection:
         count: int | None = None,
         performance_count: int = 64,
         cache_dir: Path | None = None,
+        upright: bool = True,
     ) -> None:
         if count is not None and count < 1:
             raise DataError(f"{label} sample count must be at least 1, got {count}", hint="Leave count unset to use every image")
@@ -328,6 +329,7 @@ class CocoDetection:
         self.images_dir = Path(images_dir)
         self.sample_shape = tuple(sample_shape)
         self._preprocess = preprocess
+        self._upright = upright  # EXIF orientation: OpenCV (MLPerf Inference) applies it, TF (MLPerf Mobile) does not
         names = [im.file_name for im in annotations.images]
         # Keyed on the whole list so an index means the same image whatever ``count`` is.
         cache_key = hashlib.sha256(
@@ -344,7 +346,7 @@ class CocoDetection:
         self._cache = SampleCache(Path(cache_dir) / cache_key if cache_dir is not None else None, self.sample_shape, self.sample_dtype)
 
     def _sample(self, index: int) -> np.ndarray:
-        return self._cache.get(index, lambda i: self._preprocess(decode_image(self.images_dir / self._names[i])))
+        return self._cache.get(index, lambda i: self._preprocess(decode_image(self.images_dir / self._names[i], upright=self._upright)))
 
     def load(self, indices: Sequence[int]) -> np.ndarray:
         """Preprocessed samples in the order given, shape ``(len(indices), *sample_shape)``."""

@@ -31,6 +31,9 @@ import numpy as np
 
 from mlgauge.errors import DataError
 
+SQUAD_FILE = "dev-v1.1.json"
+VOCAB_FILE = "vocab.txt"
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # What the reference answers when no span is valid (write_predictions' "nonce prediction").
 EMPTY_ANSWER = "empty"
@@ -399,3 +402,24 @@ class SquadSamples:
 
     def ground_truth(self) -> list[SquadExample]:
         return self.examples
+
+
+def squad_dataset_files(dataset_path: Path) -> tuple[Path, Path]:
+    """(SQuAD JSON, vocab.txt) from a folder holding both, or from the JSON file with vocab.txt beside it."""
+    if dataset_path.is_file():
+        squad_file, folder = dataset_path, dataset_path.parent
+    elif dataset_path.is_dir():
+        squad_file, folder = dataset_path / SQUAD_FILE, dataset_path
+    else:
+        raise DataError(
+            f"SQuAD dataset {dataset_path} does not exist",
+            hint=f"Give a folder holding {SQUAD_FILE} and the model's {VOCAB_FILE}",
+        )
+    vocab_file = folder / VOCAB_FILE
+    for path in (squad_file, vocab_file):
+        if not path.is_file():
+            raise DataError(
+                f"{path} does not exist",
+                hint=f"The dataset folder must hold {SQUAD_FILE} (SQuAD v1.1 dev set) and the model's {VOCAB_FILE}",
+            )
+    return squad_file, vocab_file

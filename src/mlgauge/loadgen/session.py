@@ -87,6 +87,7 @@ def run_one(plan: Plan, spec: RunSpec, done: list[ResultRecord], listener: Liste
         from mlgauge.loadgen.audits import judge
 
         record.compliance = judge(spec, record, done)
+        record.save(Path(record.log_dir))  # the worker wrote it before the verdict existed
     listener("done", spec, record)
     return record
 

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     out = spec.out_path
     try:
         record = run(spec)
-        _write_json(out / "record.json", record.to_dict())
+        record.save(out)
         return 0
     except MlgaugeError as exc:
         _write_json(out / "error.json", exc.to_dict())

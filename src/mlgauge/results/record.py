@@ -8,9 +8,11 @@ It knows nothing about how it will be shown or stored.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 RECORD_SCHEMA = 1
 
@@ -63,6 +65,14 @@ class ResultRecord:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def save(self, folder: Path) -> Path:
+        """Write ``record.json`` into the run's log folder, atomically (readers never see half a file)."""
+        path = Path(folder) / "record.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
+        os.replace(tmp, path)
+        return path
 
     @classmethod
     def from_dict(cls, data: dict) -> ResultRecord:

@@ -23,6 +23,8 @@ _TASKS: dict[str, tuple[str, dict]] = {
     "bert-99.9": ("mlgauge.tasks.question_answering:BertTask", {"benchmark": "bert-99.9"}),
     "mobilenet-v4": ("mlgauge.tasks.mobile_classification:MobileNetTask", {}),
     "mosaic": ("mlgauge.tasks.segmentation:MosaicTask", {}),
+    "mobiledet": ("mlgauge.tasks.mobile_detection:MobileDetTask", {}),
+    "mobilebert": ("mlgauge.tasks.mobile_question_answering:MobileBertTask", {}),
 }
 DEFAULT_TASK = "resnet50"
 

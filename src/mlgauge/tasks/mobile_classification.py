@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mlgauge.backends.model_files import model_file_layout
 from mlgauge.data.imagenet import ImageNetValidation
 from mlgauge.data.tf_resize import tf_resize_bilinear
 from mlgauge.errors import ModelError
@@ -45,45 +46,6 @@ CALIBRATION_SAMPLES = 128
 INPUT_SIZE = 384
 CROP_FRACTION = 0.875
 NUM_CLASSES = 1000  # the official model has no background class (task offset 0)
-
-
-# -- model files ----------------------------------------------------------------------
-
-
-def model_file_layout(path: Path, what: str) -> str:
-    """"NHWC" or "NCHW": the image layout a ``.tflite``/``.onnx`` model file takes.
-
-    TFLite models are NHWC. For ONNX the first graph input decides: a last
-    dimension of 3 (channels) means NHWC, anything else NCHW.
-    """
-    suffix = path.suffix.lower()
-    if suffix == ".tflite":
-        return "NHWC"
-    if suffix != ".onnx":
-        raise ModelError(
-            f"{what} runs from a .tflite or .onnx file, not {path.name}",
-            hint="Pass --weights with MLPerf Mobile's official .tflite file or an ONNX export of it",
-        )
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as exc:  # protobuf and onnx raise several types for a damaged file
-        raise ModelError(
-            f"{path} is not a readable ONNX model: {type(exc).__name__}",
-            hint="Check that the file is a complete .onnx model",
-        ) from None
-    initializers = {init.name for init in graph.initializer}  # older exporters list weights as inputs
-    inputs = [i for i in graph.input if i.name not in initializers]
-    if not inputs:
-        raise ModelError(f"ONNX model {path} has no inputs", hint="Export the model with its image input")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4:
-        raise ModelError(
-            f"ONNX model {path} takes a {len(dims)}-d input '{inputs[0].name}'; {what} needs a batch of images",
-            hint="Use a model whose input is (batch, 3, H, W) or (batch, H, W, 3)",
-        )
-    return "NHWC" if dims[3] == 3 else "NCHW"
 
 
 # -- MLPerf Mobile's ImageNet preprocessing ------------------------------------------------

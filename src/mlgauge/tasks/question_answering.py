@@ -18,7 +18,6 @@ with its start and end logits interleaved: ``(S, 2)`` float32.
 
 from __future__ import annotations
 
-import mmap
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -26,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mlgauge.backends.model_files import onnx_input_names
 from mlgauge.data.squad import (
     INPUT_NAMES,
     MLPERF_FEATURES,
+    VOCAB_FILE,
     FeatureConfig,
     SquadExample,
     SquadFeatures,
@@ -39,6 +40,7 @@ from mlgauge.data.squad import (
     evaluate,
     load_tokenizer,
     read_squad,
+    squad_dataset_files,
 )
 from mlgauge.errors import DataError, ModelError, choice_error
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
@@ -48,8 +50,6 @@ from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load
 from mlgauge.tensors import TensorSpec
 
 BENCHMARKS = ("bert-99", "bert-99.9")
-SQUAD_FILE = "dev-v1.1.json"
-VOCAB_FILE = "vocab.txt"
 # MLPerf's fp32 model.onnx (zenodo 3733910) names its inputs the TensorFlow way.
 MLPERF_ONNX_INPUT_NAMES = ("input_ids", "input_mask", "segment_ids")
 OUTPUT_NAMES = ("start_logits", "end_logits")
@@ -185,60 +185,6 @@ def fit_span_extractor(
     return model.eval()
 
 
-# -- ONNX input names --------------------------------------------------------------------
-
-
-def _varint(buf, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
-def _messages(buf, start: int, end: int, wanted: int):
-    """(start, end) of each length-delimited field number ``wanted`` in a protobuf message."""
-    i = start
-    while i < end:
-        tag, i = _varint(buf, i)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            size, i = _varint(buf, i)
-            if field == wanted:
-                yield i, i + size
-            i += size
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-
-
-def onnx_input_names(path: Path) -> list[str] | None:
-    """The graph input names of an ONNX file, or None if it cannot be read.
-
-    Walks ModelProto.graph (field 7) -> GraphProto.input (11) -> ValueInfoProto.name (1)
-    over a memory map, skipping the weights: MLPerf's BERT file is 1.3 GB and the
-    ``onnx`` package would parse all of it.
-    """
-    try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            names = []
-            for g0, g1 in _messages(buf, 0, len(buf), 7):
-                for v0, v1 in _messages(buf, g0, g1, 11):
-                    for n0, n1 in _messages(buf, v0, v1, 1):
-                        names.append(bytes(buf[n0:n1]).decode("utf-8"))
-            return names
-    except (OSError, ValueError, IndexError, UnicodeDecodeError):
-        return None
-
-
 # -- the task -------------------------------------------------------------------------
 
 
@@ -360,7 +306,7 @@ class BertTask(StandinTask):
                 "names) or an ONNX file such as MLPerf's model.onnx",
             )
         weights_path = existing_weights(weights_path)
-        squad_file, vocab_file = _dataset_files(dataset_path)
+        squad_file, vocab_file = squad_dataset_files(dataset_path)
         examples = read_squad(squad_file)
         features = create_features(examples, load_tokenizer(vocab_file), MLPERF_FEATURES, limit=count)
         seq = MLPERF_FEATURES.max_seq_length
@@ -434,24 +380,3 @@ def _input_specs(names: Sequence[str], seq: int) -> tuple[TensorSpec, ...]:
 
 def _output_specs(seq: int) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name, (seq,), "float32") for name in OUTPUT_NAMES)
-
-
-def _dataset_files(dataset_path: Path) -> tuple[Path, Path]:
-    """(SQuAD JSON, vocab.txt) from a folder holding both, or from the JSON file with vocab.txt beside it."""
-    if dataset_path.is_file():
-        squad_file, folder = dataset_path, dataset_path.parent
-    elif dataset_path.is_dir():
-        squad_file, folder = dataset_path / SQUAD_FILE, dataset_path
-    else:
-        raise DataError(
-            f"SQuAD dataset {dataset_path} does not exist",
-            hint=f"Give a folder holding {SQUAD_FILE} and the model's {VOCAB_FILE}",
-        )
-    vocab_file = folder / VOCAB_FILE
-    for path in (squad_file, vocab_file):
-        if not path.is_file():
-            raise DataError(
-                f"{path} does not exist",
-                hint=f"The dataset folder must hold {SQUAD_FILE} (SQuAD v1.1 dev set) and the model's {VOCAB_FILE}",
-            )
-    return squad_file, vocab_file

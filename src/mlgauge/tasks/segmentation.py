@@ -244,8 +244,8 @@ class MosaicTask(StandinTask):
 
     # -- the real benchmark -----------------------------------------------------
     def _real_workload(self, dataset_path: Path, weights_path: Path | None, count: int | None, round: str) -> Workload:
+        from mlgauge.backends.model_files import model_file_layout
         from mlgauge.data.ade20k import ADE20K_TOP31, IGNORE_LABEL, ADE20KValidation
-        from mlgauge.tasks.mobile_classification import model_file_layout
 
         rule = inference_rules(round).benchmark(self.benchmark)
         if weights_path is None:
