@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -312,3 +313,45 @@ def test_offline_accuracy_or_metricless_records_are_not_a_bound(
     chosen = find_peak(p, server_spec(p), [accuracy, metricless], Events())
     assert [s.scenario for s in fake.specs] == ["Offline", "Server"]
     assert chosen.harness["find_peak"]["upper_bound"] == 2_000.0
+
+
+# --- INT8 against FP32 ------------------------------------------------------------------
+
+
+def _accuracy_worker(values: dict[str, float]):
+    """Accuracy runs score ``values[precision]``; each writes its log folder like a worker."""
+
+    def run(spec: RunSpec) -> ResultRecord:
+        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+        rec = record(spec, 1.0, None)
+        rec.metric, rec.precision = None, spec.precision
+        rec.accuracy = {"metric": "top1", "value": values[spec.precision], "unit": "%", "passed": True}
+        rec.save(Path(spec.out_dir))
+        return rec
+
+    return run
+
+
+def test_int8_accuracy_runs_an_fp32_reference_first_and_reports_the_change(tmp_path, monkeypatch) -> None:
+    p = Plan(base=BASE.with_(precision="int8"), runs_root=tmp_path, scenarios=["Offline", "SingleStream"], modes=["accuracy"])
+    specs = p.accuracy_specs()
+    assert [(s.scenario, s.precision, Path(s.out_dir).name) for s in specs] == [
+        ("SingleStream", "fp32", "resnet50-SingleStream-accuracy-fp32"),
+        ("SingleStream", "int8", "resnet50-SingleStream-accuracy"),
+        ("Offline", "int8", "resnet50-Offline-accuracy"),
+    ]
+    monkeypatch.setattr(session, "run_in_worker", _accuracy_worker({"fp32": 95.5, "int8": 94.75}))
+    records = execute(p)
+    ref, *quantized = records
+    assert "change_vs_fp32" not in ref.accuracy
+    for r in quantized:
+        assert r.accuracy["fp32_reference"] == 95.5
+        assert r.accuracy["change_vs_fp32"] == pytest.approx(-0.75)
+        # the log folder's record.json carries the comparison too
+        saved = ResultRecord.from_dict(json.loads((Path(r.log_dir) / "record.json").read_text()))
+        assert saved.accuracy["change_vs_fp32"] == pytest.approx(-0.75)
+
+
+def test_fp32_runs_plan_no_reference(tmp_path) -> None:
+    p = Plan(base=BASE, runs_root=tmp_path, scenarios=["Offline"], modes=["accuracy"])
+    assert [s.precision for s in p.accuracy_specs()] == ["fp32"]

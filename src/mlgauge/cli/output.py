@@ -49,7 +49,8 @@ def fmt_accuracy(record: ResultRecord | None) -> str:
     acc = record.accuracy
     target = acc["target"]
     mark = "[green]PASS[/green]" if acc["passed"] else "[red]FAIL[/red]"
-    return f"{acc['value']:.2f}{acc['unit']} (≥{target['threshold']:.2f}) {mark}"
+    change = f", {acc['change_vs_fp32']:+.2f} vs fp32" if "change_vs_fp32" in acc else ""
+    return f"{acc['value']:.2f}{acc['unit']} (≥{target['threshold']:.2f}) {mark}{change}"
 
 
 def results_table(records: list[ResultRecord], title: str | None = None) -> Table:
@@ -60,14 +61,14 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     rows: dict[tuple, dict[str, ResultRecord]] = {}
     audits: dict[tuple, list[ResultRecord]] = {}
     for r in records:
-        key = (r.task, r.dataset, r.scenario, r.backend, r.style)
+        key = (r.task, r.dataset, r.scenario, r.backend, r.style, r.precision)
         if r.audit:
             audits.setdefault(key, []).append(r)
         else:
             rows.setdefault(key, {})[r.mode] = r
     keys = list(rows)
-    varying = [i for i in range(5) if i != 2 and len({k[i] for k in keys}) > 1]
-    shared = [f"{_KEY_NAMES[i]}: {keys[0][i]}" for i in range(5) if i != 2 and i not in varying] if keys else []
+    varying = [i for i in range(len(_KEY_NAMES)) if i != 2 and len({k[i] for k in keys}) > 1]
+    shared = [f"{_KEY_NAMES[i]}: {keys[0][i]}" for i in range(len(_KEY_NAMES)) if i != 2 and i not in varying] if keys else []
     full_title = " · ".join(filter(None, [title, *shared]))
     table = Table(title=full_title, title_justify="left")
     for i in varying:
@@ -80,7 +81,7 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     if audits:
         table.add_column("Compliance")
     order = {s: i for i, s in enumerate(("SingleStream", "MultiStream", "Server", "Offline"))}
-    for key in sorted(keys, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[3], k[4])):
+    for key in sorted(keys, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[3], k[4], k[5])):
         perf, acc = rows[key].get("performance"), rows[key].get("accuracy")
         metric = perf.metric if perf else None
         table.add_row(
@@ -113,7 +114,7 @@ def verdict(record: ResultRecord) -> str:
 
 
 
-_KEY_NAMES = ("task", "data", "scenario", "backend", "style")
+_KEY_NAMES = ("task", "data", "scenario", "backend", "style", "precision")
 
 
 def prepare_with_progress(task: str, quiet: bool) -> None:

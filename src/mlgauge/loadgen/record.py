@@ -35,6 +35,7 @@ def build_record(
         harness={**harness, "rules_round": rules.round},
         run_id=spec.run_id,
         audit=spec.audit,
+        precision=spec.precision,
     )
     if spec.mode == "performance":
         value = detail.values.get(scenario_rule.metric_key)
@@ -86,4 +87,5 @@ def failed_record(spec: RunSpec, error: Exception) -> ResultRecord:
         invalid_reasons=[message + (f" ({hint})" if hint and hint not in message else "")],
         run_id=spec.run_id,
         audit=spec.audit,
+        precision=spec.precision,
     )

@@ -49,7 +49,12 @@ class Plan:
     def accuracy_specs(self) -> list[RunSpec]:
         if "accuracy" not in self.modes:
             return []
-        return [self._spec(s, "accuracy") for s in SCENARIOS if s in self.scenarios]
+        specs = [self._spec(s, "accuracy") for s in SCENARIOS if s in self.scenarios]
+        if self.base.precision != "fp32" and specs:
+            # A quantized model's accuracy means most next to the FP32 model's on the
+            # same samples: one FP32 accuracy run first, for the comparison.
+            specs.insert(0, self._spec(specs[0].scenario, "accuracy", "-fp32").with_(precision="fp32"))
+        return specs
 
     def audit_specs(self) -> list[RunSpec]:
         # An audit compares against the normal performance run (and TEST01 against
@@ -88,8 +93,20 @@ def run_one(plan: Plan, spec: RunSpec, done: list[ResultRecord], listener: Liste
 
         record.compliance = judge(spec, record, done)
         record.save(Path(record.log_dir))  # the worker wrote it before the verdict existed
+    elif spec.mode == "accuracy" and spec.precision != "fp32" and record.accuracy is not None:
+        _compare_with_fp32(record, done)
     listener("done", spec, record)
     return record
+
+
+def _compare_with_fp32(record: ResultRecord, done: list[ResultRecord]) -> None:
+    """Put the FP32 reference accuracy and the change from it into a quantized run's accuracy."""
+    for ref in done:
+        if (ref.task, ref.mode, ref.precision, ref.audit) == (record.task, "accuracy", "fp32", "") and ref.accuracy:
+            record.accuracy["fp32_reference"] = ref.accuracy["value"]
+            record.accuracy["change_vs_fp32"] = record.accuracy["value"] - ref.accuracy["value"]
+            record.save(Path(record.log_dir))
+            return
 
 
 def execute(plan: Plan, listener: Listener = _quiet) -> list[ResultRecord]:

@@ -50,6 +50,7 @@ class ResultRecord:
     loadgen_warnings: list[str] = field(default_factory=list)
     harness: dict = field(default_factory=dict)  # SUT shape: batch sizes, workers, calibration
     audit: str = ""  # compliance test this run was (TEST01, TEST04), or "" for a normal run
+    precision: str = "fp32"  # "int8": the backend quantized the model after training
     compliance: dict | None = None  # the audit's verdict: {"test", "passed", "checks": [...]}
     run_id: str = ""
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
