@@ -34,8 +34,11 @@ def _shape(spec: RunSpec, backend_cls, samples_per_query: int) -> dict:
     from mlgauge.backends.base import BackendOptions
     from mlgauge.loadgen.suts import default_shape
 
-    workers, threads = default_shape(spec.scenario, BackendOptions().resolved_threads)
-    workers = getattr(backend_cls, "default_workers", workers)
+    cores = BackendOptions().resolved_threads
+    workers, threads = default_shape(spec.scenario, cores)
+    if hasattr(backend_cls, "default_workers"):  # a backend that knows better; it gets every core
+        workers = backend_cls.default_workers
+        threads = max(1, cores // workers)
     if spec.scenario == "MultiStream":
         default_batch = samples_per_query  # one query, one batch
     else:

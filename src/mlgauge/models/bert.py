@@ -77,6 +77,22 @@ class BertEmbeddings(nn.Module):
         return self.LayerNorm(x)
 
 
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(d) + bias) v over ``(B, heads, S, d)``.
+
+    Written out rather than ``F.scaled_dot_product_attention``: exporting that one adds
+    guards over the ``(B, heads, S, S)`` mask (any / where / logical_not) which XNNPACK
+    does not take, so an ExecuTorch program fell apart into five delegates with slow
+    portable kernels between them.
+    """
+    batch, heads, seq, width = q.shape
+    # 3-d bmm: a 4-d matmul exports as expand + bmm, and XNNPACK takes no expand either.
+    q3, k3, v3 = (t.reshape(-1, seq, t.shape[-1]) for t in (q, k, v))
+    scores = torch.bmm(q3, k3.transpose(1, 2)) * (1.0 / math.sqrt(width))
+    probs = (scores.reshape(batch, heads, seq, seq) + bias).softmax(dim=-1)
+    return torch.bmm(probs.reshape(-1, seq, seq), v3).reshape(batch, heads, seq, v.shape[-1])
+
+
 class BertSelfAttention(nn.Module):
     def __init__(self, cfg: BertConfig) -> None:
         super().__init__()
@@ -90,9 +106,7 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (B, heads, S, d)
-        return out.transpose(1, 2).flatten(2)
+        return masked_attention(q, k, v, bias).transpose(1, 2).flatten(2)
 
 
 class BertSelfOutput(nn.Module):

@@ -31,12 +31,13 @@ Inference only: no dropout, so train/eval modes compute the same function.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mlgauge.models.bert import masked_attention
 
 # As in models.bert: exp(-10000) is 0 in float32, so padding gets no attention.
 MASKED_SCORE = -10000.0
@@ -159,8 +160,7 @@ class MobileBertSelfAttention(nn.Module):
             self._split(self.key(query_key)),
             self._split(self.value(value)),
         )
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale).transpose(1, 2).flatten(2)
+        return masked_attention(q, k, v, bias).transpose(1, 2).flatten(2)
 
 
 class MobileBertAttention(nn.Module):

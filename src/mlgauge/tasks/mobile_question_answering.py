@@ -58,6 +58,7 @@ from mlgauge.rules import QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import ModelSource, Workload
 from mlgauge.tasks.mobile_classification import MOBILE_ROUND
 from mlgauge.tasks.question_answering import (
+    BERT_GRAPH_REVISION,
     MLPERF_ONNX_INPUT_NAMES,
     OUTPUT_NAMES,
     STANDIN_FEATURES,
@@ -282,7 +283,7 @@ class MobileBertTask(StandinTask):
             name="small-mobilebert",
             inputs=tuple(TensorSpec(name, (seq,), MOBILE_INPUT_DTYPE) for name in MOBILE_INPUT_NAMES),
             outputs=tuple(TensorSpec(name, (seq,)) for name in OUTPUT_NAMES),
-            cache_key=f"{self.benchmark}-synthetic-{STANDIN_VERSION}-{file_digest(weights)}",
+            cache_key=f"{self.benchmark}-synthetic-{STANDIN_VERSION}-g{BERT_GRAPH_REVISION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
         )
@@ -339,7 +340,7 @@ class MobileBertTask(StandinTask):
             name="mobilebert",
             inputs=inputs,
             outputs=outputs,
-            cache_key=f"{self.benchmark}-{suffix.lstrip('.')}-{file_digest(weights_path)}",
+            cache_key=f"{self.benchmark}-{suffix.lstrip('.')}-g{BERT_GRAPH_REVISION}-{file_digest(weights_path)}",
             build=build,
             onnx_path=weights_path if suffix == ".onnx" else None,
             tflite_path=weights_path if suffix == ".tflite" else None,
