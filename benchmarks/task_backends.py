@@ -7,15 +7,18 @@ inverse of SingleStream p90).
 
 Runs use mlgauge's quick style with --duration-ms per test, so the figures are
 comparable with each other, not MLPerf results. Each test is its own worker process.
+With --repeats N every (task, backend) is measured N times, the backends taking turns
+within each round so that a machine whose speed drifts favours none; medians are reported.
 
     python benchmarks/task_backends.py [--tasks resnet50,edsr] [--backends torch,onnxruntime]
-                                       [--duration-ms 10000] [--json out.json] [--markdown out.md]
+                                       [--duration-ms 10000] [--repeats 3] [--json out.json] [--markdown out.md]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -56,6 +59,22 @@ def measure(task: str, backend: str, duration_ms: int, runs: Path, dataset: Path
             row["offline_samples_per_s"] = record.metric.value
             row["offline_validity"] = record.validity
         row["dataset"] = record.dataset
+    return row
+
+
+def median_row(runs: list[dict]) -> dict:
+    """One (task, backend)'s repeats -> medians, keeping every value seen."""
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[0]
+    row = {k: ok[0][k] for k in ("task", "backend", "dataset", "rules_round")}
+    for key in ("ss_p90_ms", "offline_samples_per_s"):
+        row[key] = statistics.median(r[key] for r in ok)
+        row[f"{key}_all"] = [r[key] for r in ok]
+    for key in ("ss_validity", "offline_validity"):
+        seen = sorted({r[key] for r in ok})
+        row[key] = seen[0] if len(seen) == 1 else "/".join(seen)
+    row["repeats"] = len(ok)
     return row
 
 
@@ -102,6 +121,7 @@ def main() -> int:
     ap.add_argument("--tasks", help="comma-separated (default: every task)")
     ap.add_argument("--backends", help="comma-separated (default: every installed one of " + ", ".join(BACKENDS) + ")")
     ap.add_argument("--duration-ms", type=int, default=10_000, help="LoadGen min_duration per test (default 10 s)")
+    ap.add_argument("--repeats", type=int, default=1, help="measurements per (task, backend); medians reported")
     ap.add_argument("--dataset", type=Path, help="a real dataset folder (only with one task)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
@@ -117,23 +137,27 @@ def main() -> int:
     if skipped:
         print(f"not installed, skipped: {', '.join(skipped)}", flush=True)
 
-    rows: list[dict] = []
+    runs: dict[tuple[str, str], list[dict]] = {}
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as runs:
-        for task in tasks:
-            rules_round = get_task(task).rules_round
-            for backend in backends:
-                row = measure(task, backend, args.duration_ms, Path(runs), args.dataset)
-                row["rules_round"] = rules_round
-                rows.append(row)
-                if "error" in row:
-                    print(f"{task:14} {backend:12} n/a: {row['error']}", flush=True)
-                else:
-                    print(
-                        f"{task:14} {backend:12} SS p90 {row['ss_p90_ms']:8.2f} ms ({row['ss_validity']})  "
-                        f"Offline {row['offline_samples_per_s']:10,.1f}/s ({row['offline_validity']})",
-                        flush=True,
-                    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            for task in tasks:
+                rules_round = get_task(task).rules_round
+                # Alternate the order each round: neither backend always runs right after the other.
+                order = backends if repeat % 2 == 0 else backends[::-1]
+                for backend in order:
+                    row = measure(task, backend, args.duration_ms, Path(tmp), args.dataset)
+                    row["rules_round"] = rules_round
+                    runs.setdefault((task, backend), []).append(row)
+                    if "error" in row:
+                        print(f"{task:14} {backend:12} n/a: {row['error']}", flush=True)
+                    else:
+                        print(
+                            f"[{repeat + 1}/{args.repeats}] {task:14} {backend:12} SS p90 {row['ss_p90_ms']:8.2f} ms "
+                            f"({row['ss_validity']})  Offline {row['offline_samples_per_s']:10,.1f}/s ({row['offline_validity']})",
+                            flush=True,
+                        )
+    rows = [median_row(runs[(t, b)]) for t in tasks for b in backends]
     comparison = mobile_comparison(rows)
     table = markdown(rows, comparison)
     print()
@@ -142,7 +166,8 @@ def main() -> int:
     if args.markdown:
         args.markdown.write_text(table)
     if args.json:
-        args.json.write_text(json.dumps({"duration_ms": args.duration_ms, "rows": rows, "mobile": comparison}, indent=2))
+        payload = {"duration_ms": args.duration_ms, "repeats": args.repeats, "rows": rows, "mobile": comparison}
+        args.json.write_text(json.dumps(payload, indent=2))
     return 0
 
 
