@@ -325,3 +325,9 @@ def test_squad_model_file_errors(squad_dir, tmp_path):
     (squad_dir / "vocab.txt").unlink()
     with pytest.raises(DataError, match="vocab.txt does not exist"):
         MobileBertTask().workload(dataset_path=squad_dir, weights_path=pte)
+
+
+def test_standin_calibration_is_int32_in_the_mobile_input_names(prepared):
+    calibration = MobileBertTask().workload().model.calibration()
+    assert list(calibration) == ["input_ids", "input_mask", "segment_ids"]
+    assert all(a.dtype == np.int32 and a.shape[0] >= 64 for a in calibration.values())

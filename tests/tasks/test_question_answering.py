@@ -294,3 +294,14 @@ def test_squad_with_non_bert_weights(squad_dir, tmp_path):
     with pytest.raises(ModelError, match="not a BertForQuestionAnswering state dict") as info:
         workload.model.build()
     assert str(path) in str(info.value)
+
+
+def test_standin_calibration_comes_from_its_own_split(prepared):
+    """INT8 calibration inputs: the model's input names, and never a validation question."""
+    workload = BertTask("bert-99").workload()
+    calibration = workload.model.calibration()
+    assert list(calibration) == list(INPUT_NAMES)
+    assert calibration["input_ids"].shape[0] >= 64
+    assert calibration["input_ids"].shape[1] == workload.dataset.sample_shape[0]
+    val = {tuple(row) for row in workload.dataset.load(range(workload.dataset.total_count))["input_ids"].tolist()}
+    assert not any(tuple(row) in val for row in calibration["input_ids"].tolist())

@@ -66,6 +66,7 @@ from mlgauge.tasks.question_answering import (
     fit_span_extractor,
     make_squad_score,
     qa_postprocess,
+    standin_calibration,
     standin_init,
 )
 from mlgauge.tasks.standin import StandinCache, StandinTask
@@ -286,6 +287,10 @@ class MobileBertTask(StandinTask):
             cache_key=f"{self.benchmark}-synthetic-{STANDIN_VERSION}-g{BERT_GRAPH_REVISION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
+            calibration=lambda: {
+                name: array.astype(MOBILE_INPUT_DTYPE)
+                for name, array in standin_calibration(tokenizer, MOBILE_INPUT_NAMES).items()
+            },
         )
         return self._workload(
             examples, features, "synthetic", model, rule.quality, rule.performance_sample_count, True

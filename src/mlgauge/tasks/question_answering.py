@@ -61,6 +61,7 @@ OUTPUT_NAMES = ("start_logits", "end_logits")
 BERT_GRAPH_REVISION = 2
 STANDIN_VERSION = "v1"
 STANDIN_FEATURES = FeatureConfig(max_seq_length=128, doc_stride=64, max_query_length=16)
+CALIBRATION_QUESTIONS = 64  # INT8 calibration set of the stand-ins
 STANDIN_SPLITS = {"train": 4_000, "val": 1_024}
 STANDIN_STEPS = 700
 STANDIN_BATCH = 32
@@ -192,6 +193,18 @@ def fit_span_extractor(
 # -- the task -------------------------------------------------------------------------
 
 
+def standin_calibration(tokenizer, input_names: Sequence[str] = INPUT_NAMES) -> dict[str, np.ndarray]:
+    """INT8 calibration inputs for a stand-in: questions of a split of their own, never the
+    validation questions (MLPerf's calibration lists come from the training set too)."""
+    from mlgauge.data import synthetic_spans
+
+    with tempfile.TemporaryDirectory(prefix="mlgauge-calibration-") as work:
+        path = synthetic_spans.write_split(Path(work) / "calibration.json", CALIBRATION_QUESTIONS, "calibration")
+        examples = read_squad(path)
+    features = create_features(examples, tokenizer, STANDIN_FEATURES)
+    return features.inputs(np.arange(len(features)), tuple(input_names))
+
+
 class BertTask(StandinTask):
     title = "Question answering (BERT-large on SQuAD v1.1; synthetic stand-in by default)"
     rules_round = DEFAULT_ROUND
@@ -297,6 +310,7 @@ class BertTask(StandinTask):
             cache_key=f"bert-synthetic-{STANDIN_VERSION}-g{BERT_GRAPH_REVISION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
+            calibration=lambda: standin_calibration(tokenizer),
         )
         return self._workload(examples, features, "synthetic", model, rule.quality, rule.performance_sample_count)
 
