@@ -222,7 +222,7 @@ def test_int8_is_close_to_fp32(fp32):
     assert not np.array_equal(out, reference)  # it did quantize
     info = int8.describe()
     assert info["precision"] == "int8"
-    assert f"-int8-cal{calibration_digest(CALIBRATION)}-b1.pte" in info["model_file"]
+    assert f"-int8w-cal{calibration_digest(CALIBRATION)}-b1.pte" in info["model_file"]
 
 
 def test_int8_without_calibration_data():
