@@ -33,8 +33,6 @@ offsets, as for BERT.
 
 from __future__ import annotations
 
-import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -47,7 +45,6 @@ from mlgauge.data.squad import (
     SquadExample,
     SquadFeatures,
     SquadSamples,
-    answer_targets,
     create_features,
     load_tokenizer,
     read_squad,
@@ -62,12 +59,10 @@ from mlgauge.tasks.question_answering import (
     MLPERF_ONNX_INPUT_NAMES,
     OUTPUT_NAMES,
     STANDIN_FEATURES,
-    evaluate_model,
-    fit_span_extractor,
     make_squad_score,
     qa_postprocess,
     standin_calibration,
-    standin_init,
+    train_span_standin,
 )
 from mlgauge.tasks.standin import StandinCache, StandinTask
 from mlgauge.tasks.weights import existing_weights, file_digest, load_into, load_state_dict
@@ -79,9 +74,6 @@ MOBILE_INPUT_DTYPE = "int32"
 
 # Bump when the generator or the training recipe changes, so stale caches are rebuilt.
 STANDIN_VERSION = "v1"
-STANDIN_SPLITS = {"train": 4_000, "val": 1_024}
-STANDIN_STEPS = 700
-STANDIN_BATCH = 32
 STANDIN_LR = 3e-3  # measured: F1 99.6% after 700 steps; BERT's 2e-3 gave 97.7%
 
 _TFLITE_TYPES = {0: "float32", 2: "int32", 4: "int64"}  # schema TensorType codes the app's inputs can have
@@ -206,61 +198,12 @@ class MobileBertTask(StandinTask):
             return self._prepare(progress)
 
     def _prepare(self, progress: Callable[[str, float], None] | None) -> dict:
-        import torch
+        def make_model(vocab_size: int, seq: int):
+            from mlgauge.models.mobilebert import MobileBertForQuestionAnswering, small_config
 
-        from mlgauge.data import synthetic_spans
-        from mlgauge.models.mobilebert import MobileBertForQuestionAnswering, small_config
+            return MobileBertForQuestionAnswering(small_config(vocab_size, seq))
 
-        # ``progress`` gets the overall fraction done: data is the first tenth, training most of the rest.
-        report = progress or (lambda stage, fraction: None)
-        start = time.perf_counter()
-        report("generating synthetic questions", 0.0)
-        with tempfile.TemporaryDirectory(prefix="mlgauge-mobilebert-") as work:
-            work = Path(work)
-            tokenizer = load_tokenizer(synthetic_spans.write_vocab(work / VOCAB_FILE))
-            split = {}
-            for name, count in STANDIN_SPLITS.items():
-                examples = read_squad(synthetic_spans.write_split(work / f"{name}.json", count, name))
-                split[name] = (examples, create_features(examples, tokenizer, STANDIN_FEATURES))
-            report("generating synthetic questions", 0.08)
-
-            torch.manual_seed(0)
-            model = MobileBertForQuestionAnswering(
-                small_config(tokenizer.get_vocab_size(), STANDIN_FEATURES.max_seq_length)
-            )
-            standin_init(model)
-            untrained = evaluate_model(model, *split["val"])
-            starts, ends = answer_targets(*split["train"])
-            fit_span_extractor(
-                model, split["train"][1], starts, ends,
-                steps=STANDIN_STEPS, batch_size=STANDIN_BATCH, lr=STANDIN_LR,
-                progress=lambda f: report("training the small MobileBERT", 0.1 + 0.85 * f),
-            )  # fmt: skip
-            trained = evaluate_model(model, *split["val"])
-            report("training the small MobileBERT", 1.0)
-
-            meta = {
-                "task": self.name,
-                "version": STANDIN_VERSION,
-                "train_questions": STANDIN_SPLITS["train"],
-                "val_questions": STANDIN_SPLITS["val"],
-                "val_features": len(split["val"][1]),
-                "steps": STANDIN_STEPS,
-                "threads": 1,
-                "val_f1_trained": trained["f1"],
-                "val_exact_match_trained": trained["exact_match"],
-                "val_f1_untrained": untrained["f1"],
-                "val_exact_match_untrained": untrained["exact_match"],
-                "seconds": round(time.perf_counter() - start, 1),
-                "torch": torch.__version__,
-            }
-
-            def fill(folder: Path) -> None:
-                (folder / VOCAB_FILE).write_bytes((work / VOCAB_FILE).read_bytes())
-                (folder / "val.json").write_bytes((work / "val.json").read_bytes())
-                torch.save(model.state_dict(), folder / "weights.pt")
-
-            return self.cache.write(fill, meta)
+        return train_span_standin(self.cache, self.name, "the small MobileBERT", make_model, STANDIN_LR, progress)
 
     def _standin_workload(self, weights_path: Path | None, count: int | None) -> Workload:
         d = self.cache.require(self.benchmark)

@@ -205,6 +205,70 @@ def standin_calibration(tokenizer, input_names: Sequence[str] = INPUT_NAMES) -> 
     return features.inputs(np.arange(len(features)), tuple(input_names))
 
 
+def train_span_standin(
+    cache: StandinCache,
+    task: str,
+    what: str,
+    make_model: Callable[[int, int], object],
+    lr: float,
+    progress: Callable[[str, float], None] | None,
+) -> dict:
+    """Generate the synthetic questions, train ``make_model(vocab_size, seq)`` on them and
+    cache vocab, validation questions and weights: the stand-in of BERT and of MobileBERT."""
+    import torch
+
+    from mlgauge.data import synthetic_spans
+
+    # ``progress`` gets the overall fraction done: data is the first tenth, training most of the rest.
+    report = progress or (lambda stage, fraction: None)
+    start = time.perf_counter()
+    report("generating synthetic questions", 0.0)
+    with tempfile.TemporaryDirectory(prefix=f"mlgauge-{task}-") as work:
+        work = Path(work)
+        tokenizer = load_tokenizer(synthetic_spans.write_vocab(work / VOCAB_FILE))
+        split = {}
+        for name, count in STANDIN_SPLITS.items():
+            examples = read_squad(synthetic_spans.write_split(work / f"{name}.json", count, name))
+            split[name] = (examples, create_features(examples, tokenizer, STANDIN_FEATURES))
+        report("generating synthetic questions", 0.08)
+
+        torch.manual_seed(0)
+        model = make_model(tokenizer.get_vocab_size(), STANDIN_FEATURES.max_seq_length)
+        standin_init(model)
+        untrained = evaluate_model(model, *split["val"])
+        starts, ends = answer_targets(*split["train"])
+        fit_span_extractor(
+            model, split["train"][1], starts, ends,
+            steps=STANDIN_STEPS, batch_size=STANDIN_BATCH, lr=lr,
+            progress=lambda f: report(f"training {what}", 0.1 + 0.85 * f),
+        )  # fmt: skip
+        trained = evaluate_model(model, *split["val"])
+        report(f"training {what}", 1.0)
+
+        meta = {
+            "task": task,
+            "version": cache.version,
+            "train_questions": STANDIN_SPLITS["train"],
+            "val_questions": STANDIN_SPLITS["val"],
+            "val_features": len(split["val"][1]),
+            "steps": STANDIN_STEPS,
+            "threads": 1,
+            "val_f1_trained": trained["f1"],
+            "val_exact_match_trained": trained["exact_match"],
+            "val_f1_untrained": untrained["f1"],
+            "val_exact_match_untrained": untrained["exact_match"],
+            "seconds": round(time.perf_counter() - start, 1),
+            "torch": torch.__version__,
+        }
+
+        def fill(folder: Path) -> None:
+            (folder / VOCAB_FILE).write_bytes((work / VOCAB_FILE).read_bytes())
+            (folder / "val.json").write_bytes((work / "val.json").read_bytes())
+            torch.save(model.state_dict(), folder / "weights.pt")
+
+        return cache.write(fill, meta)
+
+
 class BertTask(StandinTask):
     title = "Question answering (BERT-large on SQuAD v1.1; synthetic stand-in by default)"
     rules_round = DEFAULT_ROUND
@@ -235,58 +299,12 @@ class BertTask(StandinTask):
             return self._prepare(progress)
 
     def _prepare(self, progress: Callable[[str, float], None] | None) -> dict:
-        import torch
+        def make_model(vocab_size: int, seq: int):
+            from mlgauge.models.bert import BertForQuestionAnswering, small_config
 
-        from mlgauge.data import synthetic_spans
-        from mlgauge.models.bert import BertForQuestionAnswering, small_config
+            return BertForQuestionAnswering(small_config(vocab_size, seq))
 
-        # ``progress`` gets the overall fraction done: data is the first tenth, training most of the rest.
-        report = progress or (lambda stage, fraction: None)
-        start = time.perf_counter()
-        report("generating synthetic questions", 0.0)
-        with tempfile.TemporaryDirectory(prefix="mlgauge-bert-") as work:
-            work = Path(work)
-            tokenizer = load_tokenizer(synthetic_spans.write_vocab(work / VOCAB_FILE))
-            split = {}
-            for name, count in STANDIN_SPLITS.items():
-                examples = read_squad(synthetic_spans.write_split(work / f"{name}.json", count, name))
-                split[name] = (examples, create_features(examples, tokenizer, STANDIN_FEATURES))
-            report("generating synthetic questions", 0.08)
-
-            torch.manual_seed(0)
-            model = BertForQuestionAnswering(small_config(tokenizer.get_vocab_size(), STANDIN_FEATURES.max_seq_length))
-            standin_init(model)
-            untrained = evaluate_model(model, *split["val"])
-            starts, ends = answer_targets(*split["train"])
-            fit_span_extractor(
-                model, split["train"][1], starts, ends,
-                steps=STANDIN_STEPS, batch_size=STANDIN_BATCH, lr=STANDIN_LR,
-                progress=lambda f: report("training the small BERT", 0.1 + 0.85 * f),
-            )
-            trained = evaluate_model(model, *split["val"])
-            report("training the small BERT", 1.0)
-
-            meta = {
-                "task": "bert",
-                "version": STANDIN_VERSION,
-                "train_questions": STANDIN_SPLITS["train"],
-                "val_questions": STANDIN_SPLITS["val"],
-                "val_features": len(split["val"][1]),
-                "steps": STANDIN_STEPS,
-                "val_f1_trained": trained["f1"],
-                "val_exact_match_trained": trained["exact_match"],
-                "val_f1_untrained": untrained["f1"],
-                "val_exact_match_untrained": untrained["exact_match"],
-                "seconds": round(time.perf_counter() - start, 1),
-                "torch": torch.__version__,
-            }
-
-            def fill(folder: Path) -> None:
-                (folder / VOCAB_FILE).write_bytes((work / VOCAB_FILE).read_bytes())
-                (folder / "val.json").write_bytes((work / "val.json").read_bytes())
-                torch.save(model.state_dict(), folder / "weights.pt")
-
-            return self.cache.write(fill, meta)
+        return train_span_standin(self.cache, "bert", "the small BERT", make_model, STANDIN_LR, progress)
 
     def _standin_workload(self, weights_path: Path | None, count: int | None) -> Workload:
         d = self.cache.require(self.name)
