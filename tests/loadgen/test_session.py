@@ -158,6 +158,64 @@ def test_execute_runs_each_spec_once_in_order(tmp_path: Path, monkeypatch: pytes
     ]
 
 
+# --- Offline that ended too soon -----------------------------------------------------------
+
+
+class ShortOfflineWorker:
+    """An Offline run whose calibrated target_qps undersized the query: it ends before
+    min_duration at ``rate`` samples/s, unless target_qps came from a flag."""
+
+    def __init__(self, rate: float, source: str = "calibration", reasons=("min_duration: ran 280 ms, needed 300 ms",)):
+        self.rate, self.source, self.reasons = rate, source, list(reasons)
+        self.specs: list[RunSpec] = []
+
+    def __call__(self, spec: RunSpec) -> ResultRecord:
+        self.specs.append(spec)
+        Path(spec.out_dir).mkdir(parents=True, exist_ok=True)
+        rec = record(spec, self.rate, "INVALID")
+        rec.settings = {"target_qps": spec.flags.get("target_qps", 100.0)}
+        rec.harness = {"settings_sources": {"target_qps": "--target-qps" if "target_qps" in spec.flags else self.source}}
+        if "target_qps" in spec.flags and spec.flags["target_qps"] >= self.rate:
+            rec.validity = "VALID"
+        else:
+            rec.invalid_reasons = list(self.reasons)
+        return rec
+
+
+def test_an_offline_run_that_beat_its_calibration_is_rerun_once_at_its_rate(tmp_path, monkeypatch) -> None:
+    fake = ShortOfflineWorker(rate=400.0)
+    monkeypatch.setattr(session, "run_in_worker", fake)
+    (rec,) = execute(plan(tmp_path, ["Offline"], ["performance"]))
+    first, second = fake.specs
+    assert second.out_dir == first.out_dir
+    assert second.flags == {"min_duration": 1000.0, "target_qps": 600.0}  # 1.5 x the achieved rate
+    assert rec.validity == "VALID"
+    assert rec.harness["resized_from"] == {
+        "target_qps": 100.0,
+        "samples_per_second": 400.0,
+        "invalid_reasons": ["min_duration: ran 280 ms, needed 300 ms"],
+    }
+    assert rec.harness["settings_sources"]["target_qps"].startswith("rerun")
+    saved = json.loads((Path(first.out_dir) / "record.json").read_text())
+    assert saved["validity"] == "VALID" and "resized_from" in saved["harness"]
+
+
+@pytest.mark.parametrize(
+    "source, reasons",
+    [
+        ("user.conf:3", ["min_duration: ran 280 ms, needed 300 ms"]),  # the user chose the size
+        ("calibration", ["min_duration: ran 280 ms, needed 300 ms", "min_queries: ran 1 queries"]),
+        ("calibration", ["loadgen_errors: 1"]),
+    ],
+)
+def test_other_invalid_offline_runs_are_reported_not_rerun(tmp_path, monkeypatch, source, reasons) -> None:
+    fake = ShortOfflineWorker(rate=400.0, source=source, reasons=reasons)
+    monkeypatch.setattr(session, "run_in_worker", fake)
+    (rec,) = execute(plan(tmp_path, ["Offline"], ["performance"]))
+    assert len(fake.specs) == 1
+    assert rec.validity == "INVALID" and rec.invalid_reasons == reasons and "resized_from" not in rec.harness
+
+
 # --- find_peak -------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from secrets import token_hex
 
 from mlgauge.config.run_spec import RunSpec
+from mlgauge.loadgen.calibrate import OFFLINE_MARGIN, OFFLINE_QPS_CAP
 from mlgauge.loadgen.launcher import run_in_worker
 from mlgauge.results.record import ResultRecord
 from mlgauge.rules import SCENARIOS
@@ -88,6 +89,9 @@ def run_one(plan: Plan, spec: RunSpec, done: list[ResultRecord], listener: Liste
         return find_peak(plan, spec, done, listener)
     listener("start", spec, None)
     record = run_in_worker(spec)
+    resized = _resized_offline(spec, record)
+    if resized is not None:
+        record = _rerun_resized(resized, record)
     if spec.audit:
         from mlgauge.loadgen.audits import judge
 
@@ -96,6 +100,39 @@ def run_one(plan: Plan, spec: RunSpec, done: list[ResultRecord], listener: Liste
     elif spec.mode == "accuracy" and spec.precision != "fp32" and record.accuracy is not None:
         _compare_with_fp32(record, done)
     listener("done", spec, record)
+    return record
+
+
+def _resized_offline(spec: RunSpec, record: ResultRecord) -> RunSpec | None:
+    """The spec for one rerun of an Offline run that beat its calibrated rate.
+
+    LoadGen sizes the single Offline query from the expected QPS; a system faster than
+    the short calibration finishes it before min_duration and the run is INVALID for that
+    reason alone. LoadGen's own advice is a larger expected QPS, and the rate the run
+    just achieved is a far better estimate than the calibration, so the harness takes
+    that advice once instead of leaving the user to guess. A target_qps the user set
+    (user.conf or flag) is never second-guessed.
+    """
+    if (spec.scenario, spec.mode, record.validity) != ("Offline", "performance", "INVALID"):
+        return None
+    if record.harness.get("settings_sources", {}).get("target_qps") != "calibration":
+        return None
+    reasons = record.invalid_reasons
+    if not reasons or not all(r.startswith("min_duration:") for r in reasons) or record.metric is None:
+        return None
+    qps = min(record.metric.value * OFFLINE_MARGIN, OFFLINE_QPS_CAP)
+    return spec.with_(flags={**spec.flags, "target_qps": round(qps, 3)})
+
+
+def _rerun_resized(spec: RunSpec, first: ResultRecord) -> ResultRecord:
+    record = run_in_worker(spec)  # same folder: its logs replace the short run's
+    record.harness["settings_sources"]["target_qps"] = "rerun at the rate of a run that ended too soon"
+    record.harness["resized_from"] = {
+        "target_qps": first.settings.get("target_qps"),
+        "samples_per_second": first.metric.value,
+        "invalid_reasons": first.invalid_reasons,
+    }
+    record.save(Path(record.log_dir))
     return record
 
 
