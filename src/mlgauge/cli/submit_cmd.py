@@ -11,7 +11,7 @@ from rich.table import Table
 from mlgauge import paths
 from mlgauge.cli.output import console, print_json
 from mlgauge.errors import UsageError
-from mlgauge.results.store import ResultStore
+from mlgauge.results.store import is_database_url, open_store
 from mlgauge.submission.checker import check_tree
 from mlgauge.submission.tree import build_tree, records_for_run, select_records
 
@@ -30,16 +30,21 @@ def register(sub) -> None:
     p.add_argument("--org", default="mlgauge", help="submitter (organization) folder name (default: mlgauge)")
     p.add_argument("--system", help="system name (default: from the CPU and backend)")
     p.add_argument("--overwrite", action="store_true", help="replace a tree already in --out")
-    p.add_argument("--db", type=Path, help="results database (default: the mlgauge data directory)")
+    p.add_argument(
+        "--db",
+        type=str,
+        help="results database: a file, or postgresql://user:password@host:port/dbname "
+        "(default: results.db in the mlgauge data directory)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=execute)
 
 
 def execute(args: argparse.Namespace) -> int:
-    db = args.db or paths.default_db_path()
-    if not Path(db).exists():
+    db = args.db or str(paths.default_db_path())
+    if not is_database_url(db) and not Path(db).exists():
         raise UsageError(f"no results database at {db}", hint="Run 'mlgauge run' first, or pass --db")
-    with ResultStore(Path(db)) as store:
+    with open_store(db) as store:
         run_id, records = records_for_run(store, args.run)
     selection = select_records(records)
     root = build_tree(

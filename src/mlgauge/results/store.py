@@ -1,240 +1,89 @@
-"""The embedded results database: every record ever measured, append-only, in one SQLite file.
+"""The results database: every record ever measured, append-only, in SQLite or PostgreSQL.
 
-Design choices, so a later PostgreSQL/SQLAlchemy backend can share the schema:
-
-* plain column types (INTEGER, TEXT, REAL) and named ``:param`` placeholders,
-  which both sqlite3 and SQLAlchemy's ``text()`` understand;
-* no SQLite-only functions in queries (aggregation of lists happens in Python);
-* the full record is kept as JSON next to the indexed columns, so a record can
-  be rebuilt exactly even after new columns are added.
-
-History can never be rewritten: triggers abort any UPDATE or DELETE.
+:class:`ResultStore` stores and reads :class:`ResultRecord` objects; it knows records,
+not how they were measured. Records are only ever added, never changed or removed.
+Where the database lives and what its driver's errors mean is :mod:`mlgauge.results.location`;
+the table and its migrations are :mod:`mlgauge.results.schema`. The names callers use from
+those modules are re-exported here, so ``mlgauge.results.store`` stays the one place to import from.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from mlgauge.errors import ConfigError, OutputError, UsageError
-from mlgauge.results.record import ResultRecord
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql import ColumnElement, Select
 
-# Each entry upgrades the schema by one version; entry i brings a database to
-# version i + 1. Never edit a released entry: append a new one instead.
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE results (
-        id INTEGER PRIMARY KEY,
-        record_id TEXT UNIQUE NOT NULL,
-        run_id TEXT,
-        created_at TEXT,
-        task TEXT,
-        benchmark TEXT,
-        dataset TEXT,
-        scenario TEXT,
-        mode TEXT,
-        style TEXT,
-        backend TEXT,
-        metric_key TEXT,
-        metric_value REAL,
-        metric_unit TEXT,
-        validity TEXT,
-        accuracy_value REAL,
-        accuracy_passed INTEGER,
-        log_dir TEXT,
-        record_json TEXT NOT NULL
-    );
-    CREATE INDEX results_run_id ON results (run_id);
-    CREATE INDEX results_task_scenario ON results (task, scenario);
-    CREATE TRIGGER results_no_update BEFORE UPDATE ON results
-    BEGIN
-        SELECT RAISE(ABORT, 'mlgauge results are append-only: UPDATE is not allowed');
-    END;
-    CREATE TRIGGER results_no_delete BEFORE DELETE ON results
-    BEGIN
-        SELECT RAISE(ABORT, 'mlgauge results are append-only: DELETE is not allowed');
-    END;
-    """,
+from mlgauge import paths
+from mlgauge.errors import OutputError, UsageError
+from mlgauge.results.location import Database, is_database_url, mask_password
+from mlgauge.results.record import ResultRecord
+from mlgauge.results.schema import MIGRATIONS, SCHEMA_VERSION, Migration, prepare
+from mlgauge.results.schema import RESULTS as _results
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "ResultStore",
+    "is_database_url",
+    "mask_password",
+    "open_store",
 ]
 
-SCHEMA_VERSION: int = len(MIGRATIONS)
 
-# Concurrent benchmark processes share one file; writers wait for the lock
-# rather than failing with "database is locked".
-_LOCK_TIMEOUT_S = 60.0
-
-_COLUMNS = (
-    "record_id",
-    "run_id",
-    "created_at",
-    "task",
-    "benchmark",
-    "dataset",
-    "scenario",
-    "mode",
-    "style",
-    "backend",
-    "metric_key",
-    "metric_value",
-    "metric_unit",
-    "validity",
-    "accuracy_value",
-    "accuracy_passed",
-    "log_dir",
-    "record_json",
-)
-
-_INSERT = f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)})"
-
-
-def _split_statements(script: str) -> list[str]:
-    """Split a migration script into single statements.
-
-    ``executescript`` cannot be used: it commits any open transaction first, and
-    migrations must run inside the one transaction that holds the write lock.
-    Trigger bodies contain ``;``, so split only where SQLite agrees a statement is complete.
-    """
-    statements: list[str] = []
-    buffer = ""
-    for piece in script.split(";"):
-        buffer += piece + ";"
-        if sqlite3.complete_statement(buffer):
-            statements.append(buffer.strip())
-            buffer = ""
-    if buffer.strip(" \n\t;"):
-        statements.append(buffer.strip())
-    return [s for s in statements if s.strip(" \n\t;")]
+def open_store(db: str | Path | None) -> ResultStore:
+    """The store at ``db`` (a path or URL), or the default file; a new file's folder is made first."""
+    location: str | Path = db if db not in (None, "") else paths.default_db_path()
+    if not is_database_url(location):
+        path = Path(location).expanduser()
+        # An existing file is opened as it is, so read-only copies still open.
+        if not path.exists():
+            paths.ensure_writable_dir(path.parent, "results database")
+        location = path
+    return ResultStore(location)
 
 
 def _row(record: ResultRecord) -> dict[str, object]:
-    metric = record.metric
-    accuracy = record.accuracy
-    passed = record.accuracy_passed
-    accuracy_value = accuracy.get("value") if accuracy is not None else None
-    return {
-        "record_id": record.record_id,
-        "run_id": record.run_id,
-        "created_at": record.created_at,
-        "task": record.task,
-        "benchmark": record.benchmark,
-        "dataset": record.dataset,
-        "scenario": record.scenario,
-        "mode": record.mode,
-        "style": record.style,
-        "backend": record.backend,
+    metric, passed = record.metric, record.accuracy_passed
+    accuracy_value = (record.accuracy or {}).get("value")
+    plain = ("record_id", "run_id", "created_at", "task", "benchmark", "dataset", "scenario", "mode", "style",
+             "backend", "validity", "log_dir")  # fmt: skip
+    return {name: getattr(record, name) for name in plain} | {
         "metric_key": metric.key if metric is not None else None,
         "metric_value": float(metric.value) if metric is not None else None,
         "metric_unit": metric.unit if metric is not None else None,
-        "validity": record.validity,
         "accuracy_value": float(accuracy_value) if accuracy_value is not None else None,
         "accuracy_passed": None if passed is None else int(passed),
-        "log_dir": record.log_dir,
         "record_json": record.to_json(),
     }
 
 
 class ResultStore:
-    """An append-only store of :class:`ResultRecord` in a SQLite file."""
+    """An append-only store of :class:`ResultRecord` in a SQLite file or a PostgreSQL database.
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    ``location`` is a path or a URL; ``self.location`` is it for display (password
+    masked) and ``self.path`` the SQLite file, None for PostgreSQL.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        self._db = Database(location)
+        self.path = self._db.path
+        self.location = self._db.location
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(
-                f"cannot create the folder for the results database: {exc.strerror or exc}",
-                hint="Choose a results path in a writable folder",
-                path=self.path,
-            ) from exc
-        try:
-            # isolation_level=None: transactions are begun and ended explicitly,
-            # so batch inserts and migrations are atomic on every Python version.
-            self._conn = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_S, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise OutputError(
-                f"cannot open the results database: {exc}",
-                hint="Check that the folder exists and is writable",
-                path=self.path,
-            ) from exc
-        try:
-            self._migrate()
+            # MIGRATIONS is looked up here at open time, so a longer list set on this module applies.
+            prepare(self._db, MIGRATIONS)
         except BaseException:
-            self._conn.close()
+            self._db.dispose()
             raise
 
-    def _rollback(self) -> None:
-        # SQLite already rolls back by itself after some errors (disk full, I/O);
-        # a second ROLLBACK would then hide the original error.
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
-
-    # -- schema -------------------------------------------------------------
-
-    def _user_version(self) -> int:
-        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-
-    def _check_version(self, version: int) -> None:
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"the results database was created by a newer mlgauge (schema {version}, "
-                f"this version knows up to {SCHEMA_VERSION})",
-                hint="Upgrade mlgauge, or use a different results database",
-                path=self.path,
-            )
-
-    def _not_ours(self, exc: Exception | None = None) -> OutputError:
-        detail = f": {exc}" if exc is not None else ""
-        return OutputError(
-            f"the file is not an mlgauge results database{detail}",
-            hint="Point mlgauge at a different results file, or move this one away",
-            path=self.path,
-        )
-
-    def _migrate(self) -> None:
-        try:
-            version = self._user_version()
-        except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable, ...
-            raise OutputError(
-                f"cannot read the results database: {exc}",
-                hint="Check that the file is readable and not held by another program",
-                path=self.path,
-            ) from exc
-        except sqlite3.DatabaseError as exc:  # SQLITE_NOTADB: "file is not a database"
-            raise self._not_ours(exc) from exc
-        self._check_version(version)
-        if version == SCHEMA_VERSION:
-            return  # the common case needs no write lock, so read-only copies still open
-        try:
-            # IMMEDIATE takes the write lock before the version is re-read, so two
-            # processes opening a fresh file do not both try to create the tables.
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                version = self._user_version()
-                self._check_version(version)
-                if version == 0:
-                    tables = self._conn.execute(
-                        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
-                    ).fetchone()[0]
-                    if tables:
-                        raise self._not_ours()
-                for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
-                    for statement in _split_statements(script):
-                        self._conn.execute(statement)
-                    # PRAGMA takes no parameters; target is an int we computed.
-                    self._conn.execute(f"PRAGMA user_version = {int(target)}")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        except sqlite3.DatabaseError as exc:
-            raise OutputError(
-                f"cannot prepare the results database: {exc}",
-                hint="Check that the file and its folder are writable and not used by another tool",
-                path=self.path,
-            ) from exc
+    @property
+    def _sqlite(self) -> bool:
+        return self._db.sqlite
 
     # -- writing ------------------------------------------------------------
 
@@ -248,37 +97,43 @@ class ResultStore:
         if not rows:
             return
         try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(_INSERT, rows)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-        except sqlite3.IntegrityError as exc:
-            raise OutputError(
-                f"cannot store results, nothing was written: {exc}",
-                hint="Each record_id can be stored once; results are append-only and never replaced",
-                path=self.path,
+            with self._db.transaction(write=True) as conn:
+                conn.execute(insert(_results), rows)
+        except IntegrityError as exc:
+            raise self._db.fail(
+                "cannot store results, nothing was written",
+                "Each record_id can be stored once; results are append-only and never replaced",
+                exc,
             ) from exc
-        except sqlite3.DatabaseError as exc:
-            raise OutputError(
-                f"cannot store results, nothing was written: {exc}",
-                hint="Check that the results database and its folder are writable and the disk is not full",
-                path=self.path,
+        except DBAPIError as exc:
+            raise self._db.fail(
+                "cannot store results, nothing was written",
+                self._db.hint(
+                    "Check that the results database and its folder are writable and the disk is not full",
+                    "Check that the database server is up and the user may insert into 'results'",
+                ),
+                exc,
             ) from exc
 
     # -- reading ------------------------------------------------------------
 
-    def _read(self, sql: str, params: dict[str, object] | None = None) -> list[tuple]:
+    def _read(self, statement: Select) -> list[tuple]:
         try:
-            return self._conn.execute(sql, params or {}).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise OutputError(
-                f"cannot read the results database: {exc}",
-                hint="The file may be damaged; restore it from a backup or start a new one",
-                path=self.path,
+            with self._db.transaction() as conn:
+                return [tuple(row) for row in conn.execute(statement)]
+        except DBAPIError as exc:
+            raise self._db.fail(
+                "cannot read the results database",
+                self._db.hint(
+                    "The file may be damaged; restore it from a backup or start a new one",
+                    "Check that the database server is up and the user may read 'results'",
+                ),
+                exc,
             ) from exc
+
+    def _created_at(self) -> ColumnElement:
+        # Timestamps sort as text; PostgreSQL's locale collations may skip punctuation, "C" compares bytes.
+        return _results.c.created_at if self._sqlite else _results.c.created_at.collate("C")
 
     def query(
         self,
@@ -289,37 +144,44 @@ class ResultStore:
         run_id: str | None = None,
         backend: str | None = None,
         limit: int | None = None,
+        run_ids: Sequence[str] | None = None,
     ) -> list[ResultRecord]:
-        """Records matching every given filter, newest first."""
+        """Records matching every given filter, newest first; ``run_ids`` matches any of several runs."""
+        c = _results.c
+        statement = select(c.record_json)
         filters = {"task": task, "scenario": scenario, "mode": mode, "run_id": run_id, "backend": backend}
-        params: dict[str, object] = {k: v for k, v in filters.items() if v is not None}
-        sql = "SELECT record_json FROM results"
-        if params:
-            sql += " WHERE " + " AND ".join(f"{k} = :{k}" for k in params)
+        for name, value in filters.items():
+            if value is not None:
+                statement = statement.where(c[name] == value)
+        if run_ids is not None:
+            wanted = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+            statement = statement.where(c.run_id.in_(wanted))
         # id breaks ties between records created in the same second.
-        sql += " ORDER BY created_at DESC, id DESC"
+        statement = statement.order_by(self._created_at().desc(), c.id.desc())
         if limit is not None:
             if limit < 0:
                 raise UsageError(f"limit must be 0 or more, got {limit}", hint="Pass a non-negative limit")
-            sql += " LIMIT :limit"
-            params["limit"] = int(limit)
+            statement = statement.limit(int(limit))
         records = []
-        for (text,) in self._read(sql, params):
+        for (text,) in self._read(statement):
             try:
                 records.append(ResultRecord.from_dict(json.loads(text)))
             except (ValueError, TypeError) as exc:
                 raise OutputError(
                     f"a stored result record cannot be read: {exc}",
                     hint="The results database may be damaged; restore it from a backup",
-                    path=self.path,
+                    **self._db.where,
                 ) from exc
         return records
 
     def last_run_id(self) -> str | None:
         """The run_id of the newest record that has one, or None when there is none."""
+        c = _results.c
         rows = self._read(
-            "SELECT run_id FROM results WHERE run_id IS NOT NULL AND run_id <> '' "
-            "ORDER BY created_at DESC, id DESC LIMIT 1"
+            select(c.run_id)
+            .where(c.run_id.is_not(None), c.run_id != "")
+            .order_by(self._created_at().desc(), c.id.desc())
+            .limit(1)
         )
         return rows[0][0] if rows else None
 
@@ -331,21 +193,21 @@ class ResultStore:
         """
         if limit < 0:
             raise UsageError(f"limit must be 0 or more, got {limit}", hint="Pass a non-negative limit")
+        c = _results.c
+        first_at = func.min(self._created_at()).label("first_at")
+        last_id = func.max(c.id).label("last_id")
         heads = self._read(
-            "SELECT run_id, MIN(created_at) AS first_at, COUNT(*) AS n, MAX(id) AS last_id "
-            "FROM results GROUP BY run_id ORDER BY first_at DESC, last_id DESC LIMIT :limit",
-            {"limit": int(limit)},
+            select(c.run_id, first_at, func.count().label("n"), last_id)
+            .group_by(c.run_id)
+            .order_by(first_at.desc(), last_id.desc())
+            .limit(int(limit))
         )
         if not heads:
             return []
         # Lists are gathered here rather than with group_concat/string_agg,
         # which differ between SQLite and PostgreSQL.
-        names = {f"r{i}": head[0] for i, head in enumerate(heads)}
-        pairs = self._read(
-            "SELECT DISTINCT run_id, task, scenario FROM results "
-            f"WHERE run_id IN ({', '.join(':' + k for k in names)})",
-            names,
-        )
+        run_list = [head[0] for head in heads]
+        pairs = self._read(select(c.run_id, c.task, c.scenario).distinct().where(c.run_id.in_(run_list)))
         tasks: dict[str, set[str]] = {}
         scenarios: dict[str, set[str]] = {}
         for run, task, scenario in pairs:
@@ -354,22 +216,22 @@ class ResultStore:
         return [
             {
                 "run_id": run,
-                "created_at": first_at,
+                "created_at": first,
                 "n": int(n),
                 "tasks": sorted(t for t in tasks.get(run, ()) if t is not None),
                 "scenarios": sorted(s for s in scenarios.get(run, ()) if s is not None),
             }
-            for run, first_at, n, _ in heads
+            for run, first, n, _ in heads
         ]
 
     def count(self) -> int:
         """How many records are stored."""
-        return int(self._read("SELECT COUNT(*) FROM results")[0][0])
+        return int(self._read(select(func.count()).select_from(_results))[0][0])
 
     # -- lifetime -----------------------------------------------------------
 
     def close(self) -> None:
-        self._conn.close()
+        self._db.dispose()
 
     def __enter__(self) -> ResultStore:
         return self
