@@ -28,3 +28,29 @@ def prepared(mlgauge_home) -> dict:
     from mlgauge.tasks import get_task
 
     return get_task("resnet50").prepare()
+
+
+@pytest.fixture(scope="session")
+def quick_run(prepared, tmp_path_factory) -> dict:
+    """One real quick run shared by the submission and report tests: resnet50 on its
+    stand-in, the three edge scenarios in both modes plus the TEST01 and TEST04 audits,
+    through mlgauge's own pipeline (LoadGen worker processes, the results database)."""
+    from mlgauge import inference
+    from mlgauge.results.store import ResultStore
+
+    root = tmp_path_factory.mktemp("quick-run")
+    plan = inference.plan_inference(
+        task="resnet50",
+        scenarios=["SingleStream", "MultiStream", "Offline"],
+        backend="onnxruntime",
+        style="quick",
+        # Shorter than quick's 2 s: these tests are about trees and reports, not the numbers.
+        flags={"min_duration": 300},
+        calibration_s=0.2,
+        audits=["TEST01", "TEST04"],
+        runs_dir=root / "logs",
+    )
+    db = root / "results.db"
+    with ResultStore(db) as store:
+        records = inference.run_inference(plan, store)
+    return {"db": db, "run_id": plan.run_id, "records": records}

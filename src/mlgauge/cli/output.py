@@ -10,6 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mlgauge.results.record import ResultRecord
+from mlgauge.results.units import format_value as fmt_metric
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -17,17 +18,6 @@ err_console = Console(stderr=True)
 
 def print_json(payload: object) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def fmt_metric(value: float | None, unit: str) -> str:
-    if value is None:
-        return "-"
-    if unit == "ns":
-        for scale, name in ((1e9, "s"), (1e6, "ms"), (1e3, "µs")):
-            if value >= scale:
-                return f"{value / scale:,.3g} {name}" if value / scale < 100 else f"{value / scale:,.1f} {name}"
-        return f"{value:,.0f} ns"
-    return f"{value:,.1f} {unit}" if value < 100 else f"{value:,.0f} {unit}"
 
 
 def fmt_validity(record: ResultRecord | None) -> str:

@@ -52,6 +52,7 @@ class ResultRecord:
     audit: str = ""  # compliance test this run was (TEST01, TEST04), or "" for a normal run
     precision: str = "fp32"  # "int8": the backend quantized the model after training
     compliance: dict | None = None  # the audit's verdict: {"test", "passed", "checks": [...]}
+    energy: dict | None = None  # {"meter", "joules", "average_watts", ...}; None: no meter measured the run
     run_id: str = ""
     record_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))

@@ -1,0 +1,198 @@
+"""The report's sections. A view turns the report's data into one section, or None when it
+has nothing to show; training curves, tiny energy and profiler breakdowns add theirs with
+``register_view`` and get the same page, escaping and charts for free."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from markupsafe import Markup
+
+from mlgauge.results import score as scoring
+from mlgauge.results.record import ResultRecord
+from mlgauge.results.report import charts
+from mlgauge.results.units import format_value
+
+
+@dataclass
+class ReportData:
+    records: list[ResultRecord]
+    title: str
+    source: str  # where the records were read from (the database's location)
+    run_ids: list[str]
+    comparison: dict | None = None  # a Comparison.to_dict() against a baseline
+    baseline_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    body: Markup
+
+
+class Canvas:
+    """What a view draws with: the escaping template environment and the chart list."""
+
+    def __init__(self, env) -> None:
+        self._env = env
+        self.figures: list[tuple[str, str]] = []  # (element id, figure JSON)
+
+    def chart(self, fig) -> Markup:
+        if fig is None:
+            return Markup("")
+        element = f"chart-{len(self.figures) + 1}"
+        self.figures.append((element, charts.figure_payload(fig)))
+        return Markup('<div class="chart" id="{}"></div>').format(element)
+
+    def render(self, template: str, **values) -> Markup:
+        return Markup(self._env.get_template(template).render(**values))
+
+
+View = Callable[[ReportData, Canvas], Section | None]
+VIEWS: list[tuple[str, View]] = []
+
+
+def register_view(name: str, view: View, *, before: str | None = None) -> None:
+    """Add a section; ``before`` places it ahead of a named one (default: at the end)."""
+    if any(n == name for n, _ in VIEWS):
+        raise ValueError(f"a report view named {name!r} is already registered")
+    at = next((i for i, (n, _) in enumerate(VIEWS) if n == before), len(VIEWS))
+    VIEWS.insert(at, (name, view))
+
+
+def _normal(records: list[ResultRecord]) -> list[ResultRecord]:
+    return [r for r in records if not r.audit]
+
+
+# -- built-in views -------------------------------------------------------------------------------
+
+
+def system_view(data: ReportData, canvas: Canvas) -> Section | None:
+    systems: dict[tuple, dict] = {}
+    for r in data.records:
+        s = r.system
+        key = (s.get("hostname"), s.get("cpu_model"), s.get("os"))
+        entry = systems.setdefault(key, {"system": s, "backends": {}})
+        info = r.backend_info or {}
+        entry["backends"][r.backend] = {k: info[k] for k in ("version", "device", "threads", "providers") if k in info}
+    if not systems:
+        return None
+    return Section("system", "System", canvas.render("system.html.j2", systems=list(systems.values())))
+
+
+def score_view(data: ReportData, canvas: Canvas) -> Section | None:
+    score = scoring.geomean_score(_normal(data.records))
+    if not score["parts"]:
+        return None
+    return Section("score", "Composite score", canvas.render("score.html.j2", score=score))
+
+
+_ORDER = {s: i for i, s in enumerate(("SingleStream", "MultiStream", "Server", "Offline"))}
+
+
+def _accuracy_text(acc: dict | None) -> tuple[str, str]:
+    if acc is None:
+        return "-", ""
+    target = acc.get("target", {})
+    text = f"{acc['value']:.3f}{acc.get('unit', '')}"
+    if target.get("threshold") is not None:
+        text += f" (target ≥ {target['threshold']:.3f}{acc.get('unit', '')})"
+    if "change_vs_fp32" in acc:
+        text += f", {acc['change_vs_fp32']:+.2f} vs fp32"
+    return text, "pass" if acc.get("passed") else "fail"
+
+
+def summary_rows(records: list[ResultRecord]) -> list[dict]:
+    """One row per (task, data, scenario, backend, precision, style): metric, validity, accuracy, audits."""
+    rows: dict[tuple, dict] = {}
+    for r in records:
+        key = (r.task, r.dataset, r.scenario, r.backend, r.precision, r.style, r.run_id)
+        row = rows.setdefault(key, {"key": key, "performance": None, "accuracy": None, "audits": []})
+        if r.audit:
+            row["audits"].append(r)
+        else:
+            row[r.mode] = r
+    out = []
+    for key in sorted(rows, key=lambda k: (k[0], k[1], _ORDER.get(k[2], 9), k[3:])):
+        row, perf = rows[key], rows[key]["performance"]
+        accuracy, accuracy_class = _accuracy_text(row["accuracy"].accuracy if row["accuracy"] else None)
+        audits = []
+        for a in row["audits"]:
+            passed = a.compliance.get("passed") if a.compliance else None
+            audits.append((a.audit, "pass" if passed else "fail", "PASS" if passed else "FAIL"))
+        out.append({
+            "task": key[0], "dataset": key[1], "scenario": key[2], "backend": key[3], "precision": key[4],
+            "style": key[5], "run_id": key[6],
+            "metric": perf.metric.name if perf and perf.metric else "-",
+            "value": format_value(perf.metric.value, perf.metric.unit) if perf and perf.metric else "-",
+            "validity": perf.validity if perf else None,
+            "reasons": perf.invalid_reasons if perf else [],
+            "accuracy": accuracy, "accuracy_class": accuracy_class, "audits": audits,
+        })  # fmt: skip
+    return out
+
+
+def summary_view(data: ReportData, canvas: Canvas) -> Section | None:
+    rows = summary_rows(data.records)
+    if not rows:
+        return None
+    several_runs = len({r["run_id"] for r in rows}) > 1
+    return Section("summary", "Results", canvas.render("summary.html.j2", rows=rows, several_runs=several_runs))
+
+
+def latency_view(data: ReportData, canvas: Canvas) -> Section | None:
+    # An Offline sample's latency is the time since its one big query was issued: a
+    # schedule artefact, not a response time, and it would squash every other curve.
+    perf = [r for r in _normal(data.records) if r.mode == "performance" and r.scenario != "Offline"]
+    curves, bands = charts.percentile_curves(perf), charts.latency_bands(perf)
+    if curves is None:
+        return None
+    body = canvas.chart(curves) + canvas.chart(bands)
+    note = Markup(
+        "<p class='note'>From each run's LoadGen detail log. LoadGen reports these percentiles rather "
+        "than every sample, so the bands show exactly what it measured, without interpolation. "
+        "Offline runs are left out: their latency is the time since the single query began.</p>"
+    )
+    return Section("latency", "Latency", note + body)
+
+
+def throughput_view(data: ReportData, canvas: Canvas) -> Section | None:
+    perf = [r for r in _normal(data.records) if r.mode == "performance"]
+    rate = charts.by_backend(perf, ("Offline", "Server"), "Throughput by backend", "samples/s")
+    latency = charts.by_backend(perf, ("SingleStream", "MultiStream"), "Latency metric by backend", "ms")
+    if rate is None and latency is None:
+        return None
+    return Section("throughput", "By backend", canvas.chart(rate) + canvas.chart(latency))
+
+
+def accuracy_view(data: ReportData, canvas: Canvas) -> Section | None:
+    fig = charts.accuracy_vs_target([r for r in _normal(data.records) if r.mode == "accuracy"])
+    return None if fig is None else Section("accuracy", "Accuracy vs target", canvas.chart(fig))
+
+
+def energy_view(data: ReportData, canvas: Canvas) -> Section | None:
+    measured = [r for r in data.records if r.energy]
+    return Section("energy", "Energy", canvas.render("energy.html.j2", records=measured))
+
+
+def comparison_view(data: ReportData, canvas: Canvas) -> Section | None:
+    if data.comparison is None:
+        return None
+    fig = charts.comparison_changes(data.comparison.get("rows", []))
+    body = canvas.render("comparison.html.j2", comparison=data.comparison, baseline=data.baseline_ids)
+    return Section("comparison", "Comparison with the baseline", body + canvas.chart(fig))
+
+
+for _name, _view in (
+    ("system", system_view),
+    ("score", score_view),
+    ("summary", summary_view),
+    ("comparison", comparison_view),
+    ("latency", latency_view),
+    ("throughput", throughput_view),
+    ("accuracy", accuracy_view),
+    ("energy", energy_view),
+):
+    register_view(_name, _view)
