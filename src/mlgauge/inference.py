@@ -47,6 +47,7 @@ def plan_inference(
     runs_dir: Path | None = None,
     precision: str = "fp32",
     audits: Sequence[str] = (),
+    repeats: int = 1,
     run_id: str | None = None,
 ) -> Plan:
     """Check every input that can be checked without running anything; raise on the first problem.
@@ -88,6 +89,10 @@ def plan_inference(
         raise UsageError(f"--count must be at least 1, not {count}")
     if calibration_s <= 0:
         raise UsageError(f"--calibration-s must be positive, not {calibration_s}")
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, not {repeats}")
+    if repeats > 1 and find_peak:
+        raise UsageError("--find-peak already runs Server many times; use it without --repeats")
     if max_wait_ms < 0:
         raise UsageError(f"--max-wait-ms must not be negative, not {max_wait_ms}")
     if conf is not None:
@@ -129,6 +134,7 @@ def plan_inference(
         modes=list(modes),
         find_peak=find_peak,
         audits=list(audits),
+        repeats=repeats,
     )
     if run_id:
         plan.run_id = run_id

@@ -51,6 +51,12 @@ def _rows(db: Path) -> int:
         (["run", "--suite", "edge", "--dataset", "edsr=/tmp"], ["names edsr, which the edge suite does not run", "resnet50"]),
         (["run", "--suite", "edge", "--dataset", "resnet50=/nonexistent/in"], ["/nonexistent/in for resnet50 does not exist"]),
         (["run", "--suite", "mobile", "--weights", "mosaic=/nonexistent/m.tflite"], ["/nonexistent/m.tflite for mosaic does not exist"]),
+        (["run", "--repeats", "0"], ["--repeats", "at least 1"]),
+        (["run", "--scenario", "Server", "--find-peak", "--repeats", "3"], ["--find-peak", "without --repeats"]),
+        (["report"], ["which runs?", "--last"]),
+        (["report", "--last", "--db", "/nonexistent/r.db"], ["no results database at /nonexistent/r.db"]),
+        (["compare", "a", "b", "--db", "/nonexistent/r.db"], ["no results database at /nonexistent/r.db"]),
+        (["report", "--last", "--db", "mysql://host/db"], ["mysql"]),
         (["nosuchcommand"], ["invalid choice: 'nosuchcommand'"]),
     ],
 )

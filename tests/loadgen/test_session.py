@@ -138,6 +138,21 @@ def test_specs_subsets(tmp_path: Path) -> None:
     assert plan(tmp_path, ["Offline"], []).specs() == []
 
 
+def test_repeats_interleave_performance_runs_and_run_accuracy_once(tmp_path: Path) -> None:
+    p = Plan(base=BASE, runs_root=tmp_path, scenarios=["Offline", "SingleStream"], modes=["performance", "accuracy"], repeats=3)
+    names = [Path(s.out_dir).name for s in p.specs()]
+    assert names == [
+        "resnet50-Offline-performance-1",
+        "resnet50-SingleStream-performance-1",
+        "resnet50-Offline-performance-2",
+        "resnet50-SingleStream-performance-2",
+        "resnet50-Offline-performance-3",
+        "resnet50-SingleStream-performance-3",
+        "resnet50-SingleStream-accuracy",
+        "resnet50-Offline-accuracy",
+    ]
+
+
 def test_run_id_format() -> None:
     assert re.fullmatch(r"20\d{6}-\d{6}-[0-9a-f]{4}", new_run_id())
 

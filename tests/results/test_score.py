@@ -11,7 +11,8 @@ from mlgauge.results.score import geomean_score, mobile_validity, suite_score, t
 
 
 def _record(scenario: str, value: float | None, validity: str = "VALID", reasons=(), **kw) -> ResultRecord:
-    metric = None if value is None else Metric("k", "m", value, "ns" if scenario == "SingleStream" else "samples/s", scenario != "SingleStream")
+    latency = scenario in ("SingleStream", "MultiStream")
+    metric = None if value is None else Metric("k", "m", value, "ns" if latency else "samples/s", not latency)
     return ResultRecord(
         task=kw.get("task", "t"), benchmark="b", dataset="synthetic", scenario=scenario, mode=kw.get("mode", "performance"),
         style="quick", backend="x", backend_info={}, log_dir="", settings={}, system={}, metric=metric,
@@ -21,6 +22,7 @@ def _record(scenario: str, value: float | None, validity: str = "VALID", reasons
 
 def test_throughput_per_scenario():
     assert throughput(_record("SingleStream", 2_000_000)) == pytest.approx(500.0)  # p90 2 ms -> 500 q/s
+    assert throughput(_record("MultiStream", 4_000_000)) == pytest.approx(250.0)  # p99 query 4 ms -> 250 q/s
     assert throughput(_record("Offline", 1234.0)) == 1234.0
     assert throughput(_record("Offline", None, "FAILED")) is None
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from mlgauge import inference, paths
+from mlgauge import inference
 from mlgauge.cli.output import console, err_console, prepare_with_progress, print_json, results_table, verdict
 from mlgauge.config.run_spec import MODES, PRECISIONS
 from mlgauge.errors import UsageError
-from mlgauge.results.store import ResultStore
+from mlgauge.results.store import open_store
 from mlgauge.rules import DEFAULT_ROUND
 from mlgauge.tasks import DEFAULT_TASK
 
@@ -62,6 +62,13 @@ def _per_task_paths(values: list[str] | None, flag: str) -> dict[str, Path]:
     return out
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text) if text.strip().lstrip("-").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="run an inference benchmark through LoadGen (the default command)")
     p.add_argument("--task", default=DEFAULT_TASK, help=f"task to run (default {DEFAULT_TASK}; see 'mlgauge list')")
@@ -76,6 +83,7 @@ def register(sub) -> None:
     style.add_argument("--valid", dest="style", action="store_const", const="valid", help="official MLPerf durations and counts")
     p.set_defaults(style="quick")
     p.add_argument("--find-peak", action="store_true", help="bisect Server target_qps to the highest VALID value")
+    p.add_argument("--repeats", type=_at_least_one, default=1, metavar="N", help="run each performance test N times (for 'mlgauge compare' statistics)")
     p.add_argument("--audit", action="append", metavar="TEST", help="compliance tests after the runs: TEST01, TEST04 (repeat or comma-separate)")
     p.add_argument("--conf", type=Path, help="LoadGen user.conf with overrides (model.scenario.key = value)")
     p.add_argument("--dataset", action="append", metavar="PATH", help="real dataset folder (default: the synthetic stand-in); with --suite: TASK=PATH, repeatable")
@@ -98,7 +106,7 @@ def register(sub) -> None:
     p.add_argument("--rules", help=f"MLPerf rules round (default: the task's own; {DEFAULT_ROUND} or mobile-v6.0)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: post-training quantization (onnxruntime, executorch)")
     p.add_argument("--output-dir", type=Path, help="where run logs go (default: the mlgauge data directory)")
-    p.add_argument("--db", type=Path, help="results database (default: the mlgauge data directory)")
+    p.add_argument("--db", type=str, help="results database: a file, or postgresql://user:password@host:port/dbname (default: the mlgauge data directory)")
     p.add_argument("--json", action="store_true", help="print the records as JSON instead of a table")
     p.set_defaults(handler=execute)
 
@@ -124,7 +132,6 @@ def execute(args: argparse.Namespace) -> int:
     if args.audits or args.cooldown is not None:
         raise UsageError("--audits and --cooldown go with --suite; for one task use --audit TEST01,TEST04")
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
-    db_path = args.db or paths.default_db_path()
     plan = inference.plan_inference(
         task=args.task,
         scenarios=_scenarios(args.scenario),
@@ -148,9 +155,9 @@ def execute(args: argparse.Namespace) -> int:
         runs_dir=args.output_dir,
         precision=args.precision,
         audits=_names(args.audit),
+        repeats=args.repeats,
     )
-    paths.ensure_writable_dir(Path(db_path).parent, "results database")
-    store = ResultStore(Path(db_path))
+    store = open_store(args.db)
     if inference.needs_prepare(plan):
         prepare_with_progress(args.task, args.json)
     inference.check_workload(plan)
@@ -163,14 +170,14 @@ def execute(args: argparse.Namespace) -> int:
             records = inference.run_inference(plan, store, _progress_listener(bar, with_task=False))
     elapsed = time.perf_counter() - started
     if args.json:
-        print_json({"run_id": plan.run_id, "logs": str(plan.run_dir), "database": str(db_path), "records": [r.to_dict() for r in records]})
+        print_json({"run_id": plan.run_id, "logs": str(plan.run_dir), "database": store.location, "records": [r.to_dict() for r in records]})
         return 0
     title = "mlgauge run"
     console.print(results_table(records, title=title))
     if plan.base.style == "quick":
         console.print("[yellow]Quick run: shortened durations, not an official MLPerf result (use --valid).[/yellow]")
     console.print(f"Run {plan.run_id} took {elapsed:.0f} s. Logs: {plan.run_dir}")
-    console.print(f"Results database: {db_path}")
+    console.print(f"Results database: {store.location}")
     return 0
 
 
@@ -179,7 +186,6 @@ def execute_suite(args: argparse.Namespace) -> int:
     from mlgauge.suite import plan_suite, run_suite
 
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
-    db_path = args.db or paths.default_db_path()
     splan = plan_suite(
         args.suite,
         audits=args.audits,
@@ -201,9 +207,9 @@ def execute_suite(args: argparse.Namespace) -> int:
         calibration_s=args.calibration_s,
         runs_dir=args.output_dir,
         precision=args.precision,
+        repeats=args.repeats,
     )
-    paths.ensure_writable_dir(Path(db_path).parent, "results database")
-    store = ResultStore(Path(db_path))
+    store = open_store(args.db)
     started = time.perf_counter()
     if args.json:
         records = run_suite(splan, store, prepare=lambda task: prepare_with_progress(task, True))
@@ -224,7 +230,7 @@ def execute_suite(args: argparse.Namespace) -> int:
         print_json({
             "suite": splan.suite.name,
             "run_id": splan.run_id,
-            "database": str(db_path),
+            "database": store.location,
             "score": score,
             "failed_tasks": failed,
             "records": [r.to_dict() for r in records],
@@ -238,5 +244,5 @@ def execute_suite(args: argparse.Namespace) -> int:
         console.print(f"[red]{task} failed:[/red] {escape(failures[task])}")
     if args.style == "quick":
         console.print("[yellow]Quick run: shortened durations, not an official MLPerf result (use --valid).[/yellow]")
-    console.print(f"Suite run {splan.run_id} took {time.perf_counter() - started:.0f} s. Results database: {db_path}")
+    console.print(f"Suite run {splan.run_id} took {time.perf_counter() - started:.0f} s. Results database: {store.location}")
     return 1 if failed else 0

@@ -36,6 +36,9 @@ class Plan:
     modes: list[str]
     find_peak: bool = False
     audits: list[str] = field(default_factory=list)  # compliance tests, after the normal runs
+    # Each performance run this many times: repeats are what 'mlgauge compare' needs for a
+    # confidence interval and a significance test. Accuracy does not vary, so it runs once.
+    repeats: int = 1
     run_id: str = field(default_factory=new_run_id)
 
     @property
@@ -45,7 +48,9 @@ class Plan:
     def performance_specs(self) -> list[RunSpec]:
         if "performance" not in self.modes:
             return []
-        return [self._spec(s, "performance") for s in _PERF_ORDER if s in self.scenarios]
+        suffixes = [""] if self.repeats == 1 else [f"-{i}" for i in range(1, self.repeats + 1)]
+        # Repeats interleave (A1 B1 A2 B2 ...) so a drift of the machine spreads over every scenario.
+        return [self._spec(s, "performance", x) for x in suffixes for s in _PERF_ORDER if s in self.scenarios]
 
     def accuracy_specs(self) -> list[RunSpec]:
         if "accuracy" not in self.modes:

@@ -2,6 +2,7 @@
 
 MLPerf Mobile's score (mobile_app_open ``task_runner.dart``, ``result-spec.md``):
 each task's throughput — SingleStream ``1 / p90 latency``, Offline samples/s —
+(MultiStream, outside MLPerf Mobile, counts as ``1 / p99 query latency``)
 combined by a geometric mean. The app divides by a per-task maximum from its
 task file; those maxima are device-class constants mlgauge does not have, so the
 score here is the plain geometric mean in queries per second.
@@ -34,8 +35,9 @@ def throughput(record: ResultRecord) -> float | None:
     metric = record.metric
     if metric is None or metric.value <= 0:
         return None
-    if record.scenario == "SingleStream":
-        return 1e9 / metric.value  # p90 latency in ns -> queries/s
+    if metric.unit == "ns":
+        # SingleStream's p90 and MultiStream's p99 query latency: one query per latency.
+        return 1e9 / metric.value
     return metric.value
 
 
