@@ -53,3 +53,13 @@ def test_shared_columns_move_into_the_title():
     title = " ".join(text.split("┏")[0].split())  # rich wraps the title to the table's width
     assert "task: resnet50" in title and "backend: onnxruntime" in title and "precision: fp32" in title
     assert "Precision" not in text
+
+
+def test_repeats_show_their_median_and_range_and_an_invalid_one_shows():
+    records = [_record("Offline", "performance") for _ in range(3)]
+    for r, value in zip(records, (1000.0, 1300.0, 1200.0), strict=True):
+        r.metric = Metric("result_samples_per_second", "samples/s", value, "samples/s", True)
+    text = _text(results_table(records))
+    assert "1,200 samples/s (n=3, 1,000 samples/s–1,300 samples/s)" in text and "VALID" in text
+    records[1].validity, records[1].invalid_reasons = "INVALID", ["min_duration: ran 280 ms"]
+    assert "INVALID (min_duration)" in _text(results_table(records))

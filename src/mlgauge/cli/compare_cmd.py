@@ -11,11 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlgauge import paths
-from mlgauge.cli.output import console, err_console, fmt_metric, print_json
+from mlgauge.cli.output import console, err_console, print_json
 from mlgauge.errors import UsageError
 from mlgauge.results.compare import IMPROVEMENT, REGRESSION, VERDICTS, Comparison, Row, compare
 from mlgauge.results.selection import resolve_runs
 from mlgauge.results.store import is_database_url, open_store
+from mlgauge.results.units import format_value as fmt_metric
 
 DEFAULT_THRESHOLD_PCT = 5.0
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*%?\s*")

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mlgauge.results.record import ResultRecord
-from mlgauge.results.units import format_value as fmt_metric
+from mlgauge.results.units import format_repeats
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -49,6 +49,7 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     Columns that are the same on every row (task, data, backend, style) move into the title.
     """
     rows: dict[tuple, dict[str, ResultRecord]] = {}
+    repeats: dict[tuple, list[ResultRecord]] = {}
     audits: dict[tuple, list[ResultRecord]] = {}
     for r in records:
         key = (r.task, r.dataset, r.scenario, r.backend, r.style, r.precision)
@@ -56,6 +57,8 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
             audits.setdefault(key, []).append(r)
         else:
             rows.setdefault(key, {})[r.mode] = r
+            if r.mode == "performance":
+                repeats.setdefault(key, []).append(r)
     keys = list(rows)
     varying = [i for i in range(len(_KEY_NAMES)) if i != 2 and len({k[i] for k in keys}) > 1]
     shared = [f"{_KEY_NAMES[i]}: {keys[0][i]}" for i in range(len(_KEY_NAMES)) if i != 2 and i not in varying] if keys else []
@@ -74,12 +77,14 @@ def results_table(records: list[ResultRecord], title: str | None = None) -> Tabl
     for key in sorted(keys, key=lambda k: (k[0], k[1], order.get(k[2], 9), k[3], k[4], k[5])):
         perf, acc = rows[key].get("performance"), rows[key].get("accuracy")
         metric = perf.metric if perf else None
+        runs = [r for r in repeats.get(key, []) if r.metric is not None]
+        invalid = next((r for r in repeats.get(key, []) if r.validity != "VALID"), None)
         table.add_row(
             *[key[i] for i in varying],
             key[2],
             metric.name if metric else "-",
-            fmt_metric(metric.value if metric else None, metric.unit if metric else ""),
-            fmt_validity(perf),
+            format_repeats([r.metric.value for r in runs], metric.unit) if metric else "-",
+            fmt_validity(invalid or perf),
             fmt_accuracy(acc),
             *([fmt_audits(audits.get(key, []))] if audits else []),
         )

@@ -12,7 +12,7 @@ from markupsafe import Markup
 from mlgauge.results import score as scoring
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.report import charts
-from mlgauge.results.units import format_value
+from mlgauge.results.units import format_repeats
 
 
 @dataclass
@@ -109,14 +109,18 @@ def summary_rows(records: list[ResultRecord]) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for r in records:
         key = (r.task, r.dataset, r.scenario, r.backend, r.precision, r.style, r.run_id)
-        row = rows.setdefault(key, {"key": key, "performance": None, "accuracy": None, "audits": []})
+        row = rows.setdefault(key, {"key": key, "performance": None, "accuracy": None, "audits": [], "repeats": []})
         if r.audit:
             row["audits"].append(r)
         else:
             row[r.mode] = r
+            if r.mode == "performance" and r.metric is not None:
+                row["repeats"].append(r)
     out = []
     for key in sorted(rows, key=lambda k: (k[0], k[1], _ORDER.get(k[2], 9), k[3:])):
         row, perf = rows[key], rows[key]["performance"]
+        # Repeats show as their median and range; the first INVALID one speaks for the row.
+        perf = next((r for r in row["repeats"] if r.validity != "VALID"), perf)
         accuracy, accuracy_class = _accuracy_text(row["accuracy"].accuracy if row["accuracy"] else None)
         audits = []
         for a in row["audits"]:
@@ -126,7 +130,9 @@ def summary_rows(records: list[ResultRecord]) -> list[dict]:
             "task": key[0], "dataset": key[1], "scenario": key[2], "backend": key[3], "precision": key[4],
             "style": key[5], "run_id": key[6],
             "metric": perf.metric.name if perf and perf.metric else "-",
-            "value": format_value(perf.metric.value, perf.metric.unit) if perf and perf.metric else "-",
+            "value": format_repeats([r.metric.value for r in row["repeats"]], perf.metric.unit)
+            if perf and perf.metric
+            else "-",
             "validity": perf.validity if perf else None,
             "reasons": perf.invalid_reasons if perf else [],
             "accuracy": accuracy, "accuracy_class": accuracy_class, "audits": audits,
