@@ -76,6 +76,7 @@ class TorchBackend:
             "backend": self.name,
             "version": torch.__version__,
             "device": self.device,
+            "device_name": torch.cuda.get_device_name() if self.device == "cuda" else None,
             "compile": self.options.compile,
             "threads": torch.get_num_threads(),
         }
