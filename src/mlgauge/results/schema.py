@@ -101,6 +101,49 @@ MIGRATIONS: list[Migration] = [
             EXECUTE FUNCTION mlgauge_results_append_only()""",
         ),
     ),
+    # Training runs (time to train): their own table, the same append-only guard.
+    Migration(
+        statements=(
+            """CREATE TABLE training_runs (
+                id INTEGER PRIMARY KEY,
+                record_id TEXT UNIQUE NOT NULL,
+                run_id TEXT,
+                run_index INTEGER,
+                created_at TEXT,
+                benchmark TEXT,
+                dataset TEXT,
+                division TEXT,
+                status TEXT,
+                time_to_train_s REAL,
+                epochs REAL,
+                seed INTEGER,
+                log_path TEXT,
+                record_json TEXT NOT NULL
+            )""",
+            "CREATE INDEX training_runs_run_id ON training_runs (run_id)",
+        ),
+        sqlite=(
+            """CREATE TRIGGER training_runs_no_update BEFORE UPDATE ON training_runs
+            BEGIN
+                SELECT RAISE(ABORT, 'mlgauge results are append-only: UPDATE is not allowed');
+            END""",
+            """CREATE TRIGGER training_runs_no_delete BEFORE DELETE ON training_runs
+            BEGIN
+                SELECT RAISE(ABORT, 'mlgauge results are append-only: DELETE is not allowed');
+            END""",
+        ),
+        postgresql=(
+            "CREATE SEQUENCE training_runs_id_seq OWNED BY training_runs.id",
+            "ALTER TABLE training_runs ALTER COLUMN id SET DEFAULT nextval('training_runs_id_seq')",
+            # mlgauge_results_append_only() comes from the first migration.
+            """CREATE TRIGGER training_runs_no_update BEFORE UPDATE ON training_runs FOR EACH STATEMENT
+            EXECUTE FUNCTION mlgauge_results_append_only()""",
+            """CREATE TRIGGER training_runs_no_delete BEFORE DELETE ON training_runs FOR EACH STATEMENT
+            EXECUTE FUNCTION mlgauge_results_append_only()""",
+            """CREATE TRIGGER training_runs_no_truncate BEFORE TRUNCATE ON training_runs FOR EACH STATEMENT
+            EXECUTE FUNCTION mlgauge_results_append_only()""",
+        ),
+    ),
 ]
 
 SCHEMA_VERSION: int = len(MIGRATIONS)
@@ -115,6 +158,11 @@ COLUMNS = (
     "accuracy_passed", "log_dir", "record_json",
 )  # fmt: skip
 RESULTS = table("results", column("id"), *(column(c) for c in COLUMNS))
+TRAINING_COLUMNS = (
+    "record_id", "run_id", "run_index", "created_at", "benchmark", "dataset", "division", "status",
+    "time_to_train_s", "epochs", "seed", "log_path", "record_json",
+)  # fmt: skip
+TRAINING_RUNS = table("training_runs", column("id"), *(column(c) for c in TRAINING_COLUMNS))
 _schema = table(_VERSION_TABLE, column("version"))
 
 

@@ -24,6 +24,8 @@ from mlgauge.results.location import Database, is_database_url, mask_password
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.schema import MIGRATIONS, SCHEMA_VERSION, Migration, prepare
 from mlgauge.results.schema import RESULTS as _results
+from mlgauge.results.schema import TRAINING_RUNS as _training
+from mlgauge.results.training_record import TrainingRecord
 
 __all__ = [
     "MIGRATIONS",
@@ -63,6 +65,12 @@ def _row(record: ResultRecord) -> dict[str, object]:
     }
 
 
+def _training_row(record: TrainingRecord) -> dict[str, object]:
+    plain = ("record_id", "run_id", "run_index", "created_at", "benchmark", "dataset", "division", "status",
+             "time_to_train_s", "epochs", "seed", "log_path")  # fmt: skip
+    return {name: getattr(record, name) for name in plain} | {"record_json": record.to_json()}
+
+
 class ResultStore:
     """An append-only store of :class:`ResultRecord` in a SQLite file or a PostgreSQL database.
 
@@ -93,12 +101,18 @@ class ResultStore:
 
     def add_many(self, records: Sequence[ResultRecord]) -> None:
         """Store records all or nothing: one failing record leaves no rows behind."""
-        rows = [_row(r) for r in records]
+        self._insert(_results, [_row(r) for r in records])
+
+    def add_training(self, record: TrainingRecord) -> None:
+        """Store one training run as soon as it ends, so a later failure in its set loses nothing."""
+        self._insert(_training, [_training_row(record)])
+
+    def _insert(self, into, rows: list[dict[str, object]]) -> None:
         if not rows:
             return
         try:
             with self._db.transaction(write=True) as conn:
-                conn.execute(insert(_results), rows)
+                conn.execute(insert(into), rows)
         except IntegrityError as exc:
             raise self._db.fail(
                 "cannot store results, nothing was written",
@@ -173,6 +187,28 @@ class ResultStore:
                     **self._db.where,
                 ) from exc
         return records
+
+    def query_training(
+        self, *, run_id: str | None = None, benchmark: str | None = None, limit: int | None = None
+    ) -> list[TrainingRecord]:
+        """Training runs matching the filters, in the order they were stored (a set's run order)."""
+        c = _training.c
+        statement = select(c.record_json)
+        if run_id is not None:
+            statement = statement.where(c.run_id == run_id)
+        if benchmark is not None:
+            statement = statement.where(c.benchmark == benchmark)
+        statement = statement.order_by(c.id)
+        if limit is not None:
+            statement = statement.limit(max(0, int(limit)))
+        try:
+            return [TrainingRecord.from_dict(json.loads(text)) for (text,) in self._read(statement)]
+        except (ValueError, TypeError) as exc:
+            raise OutputError(
+                f"a stored training record cannot be read: {exc}",
+                hint="The results database may be damaged; restore it from a backup",
+                **self._db.where,
+            ) from exc
 
     def last_run_id(self) -> str | None:
         """The run_id of the newest record that has one, or None when there is none."""
