@@ -109,17 +109,17 @@ def test_every_string_from_records_is_escaped():
 
 
 def test_a_later_capability_plugs_in_its_own_view():
-    def training_curves(data, canvas):
-        return Section("training", "Training curves", canvas.render("energy.html.j2", records=[]))
+    def profile_breakdown(data, canvas):
+        return Section("profile", "Operator breakdown", canvas.render("energy.html.j2", records=[]))
 
-    register_view("training", training_curves, before="energy")
+    register_view("profile", profile_breakdown, before="energy")
     try:
         text = render_report(ReportData([record("Offline", "performance")], "t", "db", ["r"]))
-        assert section_ids(text)[-2:] == ["training", "energy"]
+        assert section_ids(text)[-2:] == ["profile", "energy"]
         with pytest.raises(ValueError, match="already registered"):
-            register_view("training", training_curves)
+            register_view("profile", profile_breakdown)
     finally:
-        report_views.VIEWS[:] = [(n, v) for n, v in report_views.VIEWS if n != "training"]
+        report_views.VIEWS[:] = [(n, v) for n, v in report_views.VIEWS if n != "profile"]
 
 
 def test_a_baseline_comparison_is_tabled_and_charted():
@@ -176,3 +176,27 @@ def test_a_real_run_renders_in_headless_chromium(quick_run, tmp_path, capsys):
     assert image.size == (1280, 2400)
     lo, hi = image.getextrema()
     assert hi - lo > 100  # not a blank page
+
+
+def test_training_runs_get_their_curves_and_table():
+    from mlgauge.results.training_record import TrainingRecord
+
+    def run(index: int, status: str, values: list[float]) -> TrainingRecord:
+        evals = [{"epoch": 4 * (i + 1), "samples": 4000 * (i + 1), "seconds": 10.0 * (i + 1), "value": v} for i, v in enumerate(values)]
+        return TrainingRecord(
+            benchmark="resnet", dataset="synthetic", division="open", status=status,
+            reason="" if status == "success" else "max epochs reached", time_to_train_s=10.0 * len(values),
+            epochs=4 * len(values), samples=4000 * len(values), seed=7 + index,
+            quality={"metric": "top1", "target": 0.85, "value": values[-1], "higher_is_better": True},
+            evals=evals, config={}, log_path="", system={"hostname": HOSTILE}, run_id="set", run_index=index,
+        )  # fmt: skip
+
+    runs = [run(0, "success", [0.5, 0.8, 0.86]), run(1, "aborted", [0.4, 0.6, 0.7, 0.75])]
+    text = render_report(ReportData([], "t", "db", ["set"], training=runs))
+    assert section_ids(text) == ["system", "training", "energy"]
+    by_time, by_samples = figures(text)
+    assert [t["x"] for t in by_time["data"]] == [[10.0, 20.0, 30.0], [10.0, 20.0, 30.0, 40.0]]
+    assert [t["x"] for t in by_samples["data"]] == [[4000, 8000, 12000], [4000, 8000, 12000, 16000]]
+    assert [t["line"]["dash"] for t in by_time["data"]] == ["solid", "dot"]
+    assert by_time["layout"]["shapes"][0]["y0"] == 0.85  # the target line
+    assert "30.0 s" in text and "max epochs reached" in text and str(escape(HOSTILE)) in text

@@ -37,6 +37,7 @@ def execute(args: argparse.Namespace) -> int:
     with open_store(db) as store:
         run_ids = [run for spec in specs for run in resolve_runs(store, spec)]
         records = store.query(run_ids=run_ids)
+        training = [t for run in run_ids for t in store.query_training(run_id=run)]
         baseline_ids = resolve_runs(store, args.baseline, "--baseline") if args.baseline else []
         baseline = store.query(run_ids=baseline_ids) if baseline_ids else []
         source = store.location
@@ -46,10 +47,12 @@ def execute(args: argparse.Namespace) -> int:
 
         comparison = compare(baseline, records).to_dict()
     title = args.title or f"mlgauge report: {', '.join(run_ids)}"
-    data = ReportData(records, title, source, run_ids, comparison, baseline_ids)
+    data = ReportData(records, title, source, run_ids, comparison, baseline_ids, training)
     out = write_report(args.output or Path(f"report-{run_ids[0]}.html"), render_report(data))
     if args.json:
-        print_json({"report": str(out), "runs": run_ids, "baseline": baseline_ids, "records": len(records)})
+        print_json(
+            {"report": str(out), "runs": run_ids, "baseline": baseline_ids, "records": len(records), "training_runs": len(training)}
+        )
     else:
-        console.print(f"Report of {len(records)} records from {len(run_ids)} run(s): {out}")
+        console.print(f"Report of {len(records) + len(training)} records from {len(run_ids)} run(s): {out}")
     return 0

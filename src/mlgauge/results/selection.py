@@ -33,7 +33,7 @@ def resolve_runs(store, spec: str, side: str = "") -> list[str]:
         last = _LAST.fullmatch(part)
         if last:
             ids.append(_nth_run(store, int(last.group(1) or 0), part))
-        elif not store.query(run_id=part, limit=1):
+        elif not (store.query(run_id=part, limit=1) or store.query_training(run_id=part, limit=1)):
             raise UsageError(f"unknown run id '{part}'{where}", hint=RUNS_HINT)
         else:
             ids.append(part)

@@ -192,6 +192,30 @@ def comparison_changes(rows: list[dict]) -> go.Figure | None:
     return fig
 
 
+def training_curves(runs: list, x: str, title: str, axis: str) -> go.Figure | None:
+    """Every run's evaluations against ``x`` ("seconds" or "samples"), with the target line."""
+    runs = [r for r in runs if r.evals]
+    if not runs:
+        return None
+    fig = _figure(title, xaxis={"title": {"text": axis}}, yaxis={"title": {"text": html.escape(runs[0].quality["metric"])}})
+    for r in runs:
+        name = html.escape(f"{r.benchmark} run {r.run_index} (seed {r.seed}, {r.status})")
+        fig.add_trace(
+            go.Scatter(
+                x=[e[x] for e in r.evals],
+                y=[e["value"] for e in r.evals],
+                mode="lines+markers",
+                name=name,
+                line={"dash": "solid" if r.converged else "dot"},
+                hovertemplate=f"%{{x:,.0f}}: %{{y:.4f}}<extra>{name}</extra>",
+            )
+        )
+    target = runs[0].quality.get("target")
+    if target is not None:
+        fig.add_hline(y=target, line_dash="dash", line_color="#636363", annotation_text="target")
+    return fig
+
+
 def figure_payload(fig: go.Figure) -> str:
     """JSON for one chart, checked to parse back (a broken figure fails here, not in a browser)."""
     text = to_json(fig)

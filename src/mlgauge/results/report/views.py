@@ -12,6 +12,7 @@ from markupsafe import Markup
 from mlgauge.results import score as scoring
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.report import charts
+from mlgauge.results.training_record import TrainingRecord
 from mlgauge.results.units import format_repeats
 
 
@@ -23,6 +24,7 @@ class ReportData:
     run_ids: list[str]
     comparison: dict | None = None  # a Comparison.to_dict() against a baseline
     baseline_ids: list[str] = field(default_factory=list)
+    training: list[TrainingRecord] = field(default_factory=list)  # time-to-train runs, in set order
 
 
 @dataclass(frozen=True)
@@ -71,12 +73,14 @@ def _normal(records: list[ResultRecord]) -> list[ResultRecord]:
 
 def system_view(data: ReportData, canvas: Canvas) -> Section | None:
     systems: dict[tuple, dict] = {}
-    for r in data.records:
+    for r in [*data.records, *data.training]:
         s = r.system
         key = (s.get("hostname"), s.get("cpu_model"), s.get("os"))
         entry = systems.setdefault(key, {"system": s, "backends": {}})
-        info = r.backend_info or {}
-        entry["backends"][r.backend] = {k: info[k] for k in ("version", "device", "threads", "providers") if k in info}
+        if isinstance(r, ResultRecord):
+            info = r.backend_info or {}
+            keys = ("version", "device", "threads", "providers")
+            entry["backends"][r.backend] = {k: info[k] for k in keys if k in info}
     if not systems:
         return None
     return Section("system", "System", canvas.render("system.html.j2", systems=list(systems.values())))
@@ -191,11 +195,21 @@ def comparison_view(data: ReportData, canvas: Canvas) -> Section | None:
     return Section("comparison", "Comparison with the baseline", body + canvas.chart(fig))
 
 
+def training_view(data: ReportData, canvas: Canvas) -> Section | None:
+    if not data.training:
+        return None
+    by_time = charts.training_curves(data.training, "seconds", "Quality vs time since run_start", "seconds")
+    by_samples = charts.training_curves(data.training, "samples", "Quality vs training samples", "samples")
+    table = canvas.render("training.html.j2", runs=data.training)
+    return Section("training", "Training runs", table + canvas.chart(by_time) + canvas.chart(by_samples))
+
+
 for _name, _view in (
     ("system", system_view),
     ("score", score_view),
     ("summary", summary_view),
     ("comparison", comparison_view),
+    ("training", training_view),
     ("latency", latency_view),
     ("throughput", throughput_view),
     ("accuracy", accuracy_view),
