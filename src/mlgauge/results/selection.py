@@ -11,8 +11,11 @@ RUNS_HINT = "List the stored runs with 'mlgauge results --runs'"
 
 
 def _nth_run(store, n: int, spec: str) -> str:
-    # runs() may also list one group of records stored without a run id; skip it.
-    runs = [r["run_id"] for r in store.runs(limit=n + 3) if r["run_id"]]
+    # Inference runs and training sets, newest first; runs() may also list one group of
+    # records stored without a run id, which is skipped.
+    both = [*store.runs(limit=n + 3), *store.training_sets(limit=n + 3)]
+    both.sort(key=lambda r: r["created_at"] or "", reverse=True)
+    runs = [r["run_id"] for r in both if r["run_id"]]
     if n >= len(runs):
         held = f"holds {len(runs)} run" + ("" if len(runs) == 1 else "s")
         wanted = "the newest run" if n == 0 else f"the run {n} before the newest"

@@ -210,6 +210,18 @@ class ResultStore:
                 **self._db.where,
             ) from exc
 
+    def training_sets(self, limit: int = 20) -> list[dict]:
+        """One summary per training set, newest first: ``run_id``, ``created_at`` (its first run), ``n``."""
+        c = _training.c
+        first = func.min(c.created_at).label("first_at")
+        statement = (
+            select(c.run_id, first, func.count().label("n"))
+            .group_by(c.run_id)
+            .order_by(first.desc())
+            .limit(max(0, int(limit)))
+        )
+        return [{"run_id": run, "created_at": at, "n": int(n)} for run, at, n in self._read(statement)]
+
     def last_run_id(self) -> str | None:
         """The run_id of the newest record that has one, or None when there is none."""
         c = _results.c
