@@ -10,7 +10,7 @@ import sys
 from mlgauge import __version__
 from mlgauge.errors import MlgaugeError, UsageError
 
-COMMANDS = ("run", "prepare", "results", "report", "compare", "train", "list", "submit", "check")
+COMMANDS = ("run", "prepare", "results", "report", "compare", "train", "rcp", "list", "submit", "check")
 
 
 class _Parser(argparse.ArgumentParser):
