@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/harness_overhead.py
 	$(PY) benchmarks/backend_efficiency.py
+	$(PY) benchmarks/training_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
