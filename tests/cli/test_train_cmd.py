@@ -48,6 +48,22 @@ def test_a_set_is_scored_stored_and_laid_out_for_mlperf(capsys, tmp_path):
     assert check.returncode == 0 and "SUCCESS" in check.stdout + check.stderr
 
 
+@pytest.mark.integration  # two torchrun processes
+def test_two_data_parallel_processes_train_to_the_target(capsys, tmp_path):
+    code, data, _ = _train(capsys, tmp_path, "--runs", "1", "--nproc", "2", "--json")
+    (run,) = data["runs"]
+    assert run["status"] == "success" and run["config"]["world_size"] == 2
+    # Samples are counted over both ranks: whole epochs of the 2,048-image tiny training set.
+    assert run["samples"] == 2048 * run["epochs"]
+    log = next((tmp_path / "logs").rglob("result_0.txt"))
+    check = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset", "4.0.0", str(log)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert check.returncode == 0 and "SUCCESS" in check.stdout + check.stderr
+    assert '"key": "global_batch_size", "value": 64' in log.read_text()
+
+
 def test_fewer_runs_than_the_rules_want_give_no_score(capsys, tmp_path):
     code, data, _ = _train(capsys, tmp_path, "--runs", "2", "--json")
     assert code == 1 and not data["score"]["valid"] and "5" in data["score"]["reason"]
@@ -96,6 +112,7 @@ def test_bad_input_is_one_line(capsys, tmp_path):
     for extra, needle in (
         (["--dataset", str(tmp_path / "missing")], "does not exist"),
         (["--runs", "0"], "--runs must be at least 1"),
+        (["--nproc", "3"], "does not split over 3 processes"),
         (["nosuchbench"], "nosuchbench"),
     ):
         code, _, err = _train(capsys, tmp_path, *extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the first run (the others follow); default: from entropy")
     p.add_argument("--max-epochs", type=int, help="end a run that has not reached the target after this many epochs")
     p.add_argument("--global-batch-size", type=int, help="global batch size (the learning rate scales with it)")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun; gloo on CPU, nccl on GPU)")
+    p.add_argument("--torchrun-args", default="", metavar="ARGS",
+                   help="multi-node options passed to torchrun, e.g. \"--nnodes 2 --node-rank 0 --master-addr h0\"")
     p.add_argument("--org", default="mlgauge", help="submission_org in the logs")
     p.add_argument("--system", default="mlgauge-host", help="submission_platform and the results folder's system name")
     p.add_argument("--output-dir", type=Path, help="where run logs go (default: the mlgauge data directory)")
@@ -37,7 +41,8 @@ def execute(args: argparse.Namespace) -> int:
     options = {k: v for k, v in (("max_epochs", args.max_epochs), ("global_batch_size", args.global_batch_size)) if v}
     plan = plan_training(
         args.benchmark, dataset=args.dataset, variant=args.variant, runs=args.runs, seed=args.seed,
-        runs_dir=args.output_dir, org=args.org, system=args.system, **options,
+        runs_dir=args.output_dir, org=args.org, system=args.system, nproc=args.nproc,
+        torchrun_args=shlex.split(args.torchrun_args), **options,
     )  # fmt: skip
     started = time.perf_counter()
     with open_store(args.db) as store:

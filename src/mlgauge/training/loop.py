@@ -133,8 +133,11 @@ def run_training(
         writer.submission(sub)
         writer.seed(seed)
         trainable = bench.build(seed, parallel)
+        if parallel.world_size > 1:
+            trainable.model = _data_parallel(trainable.model)
         writer.hyperparameters(_hyperparameters(bench, parallel))
         run = _Run(bench, trainable, writer, seed=seed, division=sub.division, offset=offset)
+        run.parallel = parallel
         run.start(init_ms, allowance_s)
         try:
             return run.train()
@@ -143,6 +146,42 @@ def run_training(
             raise
     finally:
         writer.close()
+
+
+def _data_parallel(model: nn.Module) -> nn.Module:
+    """DistributedDataParallel over the process group torchrun set up (gradients averaged each step)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise UsageError(
+            "a data-parallel run needs a torch.distributed process group",
+            hint="Start it with 'mlgauge train --nproc N', which launches the processes through torchrun",
+        )
+    return DistributedDataParallel(model)
+
+
+def _agreed(value: float, parallel: Parallel) -> float:
+    """Rank 0's value on every rank: each rank's BatchNorm statistics come from its own shard,
+    so evaluations can differ slightly, and every rank must take the same stop decision."""
+    if parallel.world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(box, src=0)
+    return float(box.item())
+
+
+def _all_finite(ok: bool, parallel: Parallel) -> bool:
+    """True only if the loss is finite on every rank, so all ranks stop together."""
+    if parallel.world_size == 1:
+        return ok
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def _check_closed(bench: TrainingBenchmark, sub: Submission, parallel: Parallel) -> None:
@@ -198,6 +237,7 @@ class _Run:
         self.curve: list[dict] = []
         self.init_ms = self.run_start_ms = 0
         self.result: TrainResult | None = None
+        self.parallel = Parallel()
 
     def start(self, init_ms: int, allowance_s: float) -> None:
         """init_stop then run_start. Initialisation past the allowance is on the clock (§Run Results:
@@ -255,7 +295,7 @@ class _Run:
         opt.zero_grad(set_to_none=True)
         loss = self.bench.loss(self.t.model, batch)
         # One host sync per step: a NaN/inf loss must end the run before it updates the weights.
-        if not math.isfinite(float(loss.detach())):
+        if not _all_finite(math.isfinite(float(loss.detach())), self.parallel):
             return False
         loss.backward()
         opt.step()
@@ -266,7 +306,7 @@ class _Run:
     def _evaluate(self, epoch_num: float) -> bool:
         epoch_num = round(epoch_num, 6) if epoch_num != int(epoch_num) else int(epoch_num)
         self.writer.eval_start(epoch_num, self.samples)
-        value = float(self.bench.evaluate(self.t.model))
+        value = _agreed(float(self.bench.evaluate(self.t.model)), self.parallel)
         stamp = self.writer.eval_accuracy(value, epoch_num, self.samples)
         self.writer.eval_stop(epoch_num, self.samples)
         self.curve.append(

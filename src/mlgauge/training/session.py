@@ -34,6 +34,9 @@ class TrainingPlan:
     run_id: str
     org: str = "mlgauge"
     system: str = "mlgauge-host"
+    nproc: int = 1  # data-parallel processes per node, through torchrun
+    torchrun_args: list[str] = field(default_factory=list)  # multi-node options passed through
+    spec: dict = field(default_factory=dict)  # what a torchrun worker needs to rebuild the benchmark
 
     @property
     def runs(self) -> int:
@@ -58,6 +61,8 @@ def plan_training(
     runs_dir: Path | None = None,
     org: str = "mlgauge",
     system: str = "mlgauge-host",
+    nproc: int = 1,
+    torchrun_args: list[str] | None = None,
     **options,
 ) -> TrainingPlan:
     """Check everything that can be checked before training; ``options`` go to the benchmark."""
@@ -70,11 +75,18 @@ def plan_training(
     count = bench.rule.runs_per_set if runs is None else runs
     if count < 1:
         raise UsageError(f"--runs must be at least 1, not {count}")
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, not {nproc}")
+    Parallel(0, nproc).local_batch_size(bench.global_batch_size)  # the batch must split over the ranks
     # Closed rules want seeds from entropy, logged and distinct per run; --seed makes a set repeatable.
     base = secrets.randbelow(2**31 - count) if seed is None else seed
     run_id = new_run_id()
     root = paths.ensure_writable_dir(Path(runs_dir) if runs_dir else paths.default_runs_dir(), "run logs")
-    return TrainingPlan(bench, [base + i for i in range(count)], root / run_id, run_id, org, system)
+    spec = {"benchmark": benchmark, "dataset": str(dataset) if dataset else None, "variant": variant,
+            "options": options, "org": org, "system": system}  # fmt: skip
+    return TrainingPlan(
+        bench, [base + i for i in range(count)], root / run_id, run_id, org, system, nproc, list(torchrun_args or []), spec
+    )
 
 
 def _record(plan: TrainingPlan, index: int, seed: int, result: TrainResult | None, failure: str, host: dict) -> TrainingRecord:
@@ -101,7 +113,7 @@ def _record(plan: TrainingPlan, index: int, seed: int, result: TrainResult | Non
             "higher_is_better": rule.higher_is_better,
         },
         evals=curve,
-        config={"global_batch_size": bench.global_batch_size, "world_size": 1, "variant": rule.variant,
+        config={"global_batch_size": bench.global_batch_size, "world_size": plan.nproc, "variant": rule.variant,
                 "ruleset": rule.ruleset, **bench.hyperparameters(Parallel())},
         log_path=str(log),
         system=host,
@@ -120,9 +132,12 @@ def run_set(plan: TrainingPlan, store=None, listener: Listener = lambda *a: None
         folder.mkdir(parents=True, exist_ok=True)
         result, failure = None, ""
         try:
-            result = run_training(plan.bench, seed=seed, log_path=folder / "mlperf_log.txt",
-                                  submission=Submission(plan.bench.name, plan.bench.rule.division,
-                                                        org=plan.org, platform=plan.system))  # fmt: skip
+            if plan.nproc > 1:
+                result = _run_distributed(plan, seed, folder)
+            else:
+                result = run_training(plan.bench, seed=seed, log_path=folder / "mlperf_log.txt",
+                                      submission=Submission(plan.bench.name, plan.bench.rule.division,
+                                                            org=plan.org, platform=plan.system))  # fmt: skip
         except KeyboardInterrupt:
             _keep(plan, store, records, _record(plan, index, seed, None, "interrupted (Ctrl-C)", host))
             raise
@@ -134,6 +149,29 @@ def run_set(plan: TrainingPlan, store=None, listener: Listener = lambda *a: None
         _keep(plan, store, records, record)
         listener("done", index, seed, record)
     return _finish(plan, records)
+
+
+def _run_distributed(plan: TrainingPlan, seed: int, folder: Path) -> TrainResult:
+    """One run as ``nproc`` torchrun processes; rank 0 leaves the log and the result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    spec_path, result_path = folder / "spec.json", folder / "result.json"
+    threads = max(1, (os.cpu_count() or 1) // plan.nproc)
+    spec_path.write_text(json.dumps({**plan.spec, "seed": seed, "log_path": str(folder / "mlperf_log.txt"),
+                                     "result_path": str(result_path), "threads_per_rank": threads}))  # fmt: skip
+    rendezvous = [] if any(a.startswith(("--nnodes", "--rdzv", "--master")) for a in plan.torchrun_args) else ["--standalone"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(plan.nproc), *rendezvous,
+               *plan.torchrun_args, "-m", "mlgauge.training.worker", str(spec_path)]  # fmt: skip
+    with open(folder / "torchrun.log", "wb") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code != 0 or not result_path.is_file():
+        raise RuntimeError(f"torchrun exited with code {code}; its output is in {folder / 'torchrun.log'}")
+    data = json.loads(result_path.read_text())
+    data["log_path"] = Path(data["log_path"]) if data.get("log_path") else None
+    return TrainResult(**data)
 
 
 def _keep(plan: TrainingPlan, store, records: list[TrainingRecord], record: TrainingRecord) -> None:
