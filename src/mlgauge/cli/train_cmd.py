@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, help="seed of the first run (the others follow); default: from entropy")
     p.add_argument("--max-epochs", type=int, help="end a run that has not reached the target after this many epochs")
     p.add_argument("--global-batch-size", type=int, help="global batch size (the learning rate scales with it)")
-    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun; gloo on CPU, nccl on GPU)")
+    p.add_argument("--nproc", type=int, default=1, help="data-parallel processes (torchrun, gloo)")
     p.add_argument("--torchrun-args", default="", metavar="ARGS",
                    help="multi-node options passed to torchrun, e.g. \"--nnodes 2 --node-rank 0 --master-addr h0\"")
     p.add_argument("--org", default="mlgauge", help="submission_org in the logs")

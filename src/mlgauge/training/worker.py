@@ -3,8 +3,8 @@
     torchrun --nproc-per-node N -m mlgauge.training.worker SPEC.json
 
 torchrun sets RANK / WORLD_SIZE / MASTER_ADDR for each process; this joins the process group
-(gloo on CPU, nccl on GPUs), trains with the same loop as a one-process run, and rank 0
-writes the MLPerf log and the result JSON the parent reads.
+(gloo: the benchmarks train on the CPU so far), trains with the same loop as a one-process run,
+and rank 0 writes the MLPerf log and the result JSON the parent reads.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlgauge.training.mllog_writer import Submission
 
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
-    backend = "nccl" if torch.cuda.is_available() and spec.get("device") == "cuda" else "gloo"
-    dist.init_process_group(backend)
+    dist.init_process_group("gloo")
     parallel = Parallel(rank=dist.get_rank(), world_size=dist.get_world_size())
     # Each process gets its share of the cores, as torchrun's own default of one thread would starve CPUs.
     torch.set_num_threads(max(1, int(spec.get("threads_per_rank") or 1)))
