@@ -6,8 +6,12 @@ otherwise the platform's user cache and data directories are used.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import threading
 from pathlib import Path
+from secrets import token_hex
 
 import platformdirs
 
@@ -52,3 +56,36 @@ def ensure_writable_dir(path: Path, what: str) -> Path:
             hint="Choose a writable directory (--output-dir) or fix its permissions",
         ) from None
     return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` through a temp file and a rename: readers never see half a file, and a
+    failure leaves the old file (or none) behind. Raises OSError for the caller to explain."""
+    path = Path(path)
+    # Named per process and thread, so concurrent writers of one file never share a temp file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def replace_folder(built: Path, target: Path) -> None:
+    """Put the finished folder ``built`` at ``target``. A folder cannot be renamed over a
+    non-empty one, so an old ``target`` is moved aside first, and back if the swap fails."""
+    aside = None
+    if target.exists():
+        aside = target.parent / f".{target.name}.old-{token_hex(4)}"
+        os.rename(target, aside)
+    try:
+        os.rename(built, target)
+    except OSError:
+        if aside is not None:
+            os.rename(aside, target)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -6,7 +6,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -86,13 +85,9 @@ def export_text(records: list[ResultRecord], fmt: str) -> str:
 
 def _write_atomically(path: Path, content: str) -> None:
     # Readers never see half a file, and a failed export leaves an older file as it was.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(content)
-        os.replace(tmp, path)
+        paths.write_text_atomic(path, content)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(
             f"cannot write the export: {exc.strerror or exc}",
             hint="Choose a file in a writable folder with -o",

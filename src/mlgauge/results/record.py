@@ -8,11 +8,12 @@ It knows nothing about how it will be shown or stored.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mlgauge import paths
 
 RECORD_SCHEMA = 1
 
@@ -70,11 +71,8 @@ class ResultRecord:
 
     def save(self, folder: Path) -> Path:
         """Write ``record.json`` into the run's log folder, atomically (readers never see half a file)."""
-        path = Path(folder) / "record.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+        return paths.write_text_atomic(Path(folder) / "record.json", text)
 
     @classmethod
     def from_dict(cls, data: dict) -> ResultRecord:

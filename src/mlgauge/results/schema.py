@@ -44,6 +44,34 @@ class Migration:
         return self.statements + getattr(self, name)
 
 
+# Statement builders the released migrations use: like the migrations, never change what they return.
+def _sqlite_append_only(table: str) -> tuple[str, ...]:
+    return tuple(
+        f"""CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table}
+            BEGIN
+                SELECT RAISE(ABORT, 'mlgauge results are append-only: {op} is not allowed');
+            END"""
+        for op in ("UPDATE", "DELETE")
+    )
+
+
+def _postgresql_serial(table: str) -> tuple[str, ...]:
+    # INTEGER PRIMARY KEY numbers new rows by itself only in SQLite.
+    return (
+        f"CREATE SEQUENCE {table}_id_seq OWNED BY {table}.id",
+        f"ALTER TABLE {table} ALTER COLUMN id SET DEFAULT nextval('{table}_id_seq')",
+    )
+
+
+def _postgresql_append_only(table: str) -> tuple[str, ...]:
+    # Statement-level, so they fire even when no row matches; TRUNCATE skips DELETE triggers.
+    return tuple(
+        f"""CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} FOR EACH STATEMENT
+            EXECUTE FUNCTION mlgauge_results_append_only()"""
+        for op in ("UPDATE", "DELETE", "TRUNCATE")
+    )
+
+
 # Entry i brings a database to version i + 1. Never edit a released entry: append a new one.
 MIGRATIONS: list[Migration] = [
     Migration(
@@ -72,33 +100,16 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX results_run_id ON results (run_id)",
             "CREATE INDEX results_task_scenario ON results (task, scenario)",
         ),
-        sqlite=(
-            """CREATE TRIGGER results_no_update BEFORE UPDATE ON results
-            BEGIN
-                SELECT RAISE(ABORT, 'mlgauge results are append-only: UPDATE is not allowed');
-            END""",
-            """CREATE TRIGGER results_no_delete BEFORE DELETE ON results
-            BEGIN
-                SELECT RAISE(ABORT, 'mlgauge results are append-only: DELETE is not allowed');
-            END""",
-        ),
+        sqlite=_sqlite_append_only("results"),
         postgresql=(
-            # INTEGER PRIMARY KEY numbers new rows by itself only in SQLite.
-            "CREATE SEQUENCE results_id_seq OWNED BY results.id",
-            "ALTER TABLE results ALTER COLUMN id SET DEFAULT nextval('results_id_seq')",
+            *_postgresql_serial("results"),
             """CREATE FUNCTION mlgauge_results_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 RAISE EXCEPTION USING
                     MESSAGE = 'mlgauge results are append-only: ' || TG_OP || ' is not allowed';
             END
             $$""",
-            # Statement-level, so they fire even when no row matches; TRUNCATE skips DELETE triggers.
-            """CREATE TRIGGER results_no_update BEFORE UPDATE ON results FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
-            """CREATE TRIGGER results_no_delete BEFORE DELETE ON results FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
-            """CREATE TRIGGER results_no_truncate BEFORE TRUNCATE ON results FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
+            *_postgresql_append_only("results"),
         ),
     ),
     # Training runs (time to train): their own table, the same append-only guard.
@@ -122,26 +133,11 @@ MIGRATIONS: list[Migration] = [
             )""",
             "CREATE INDEX training_runs_run_id ON training_runs (run_id)",
         ),
-        sqlite=(
-            """CREATE TRIGGER training_runs_no_update BEFORE UPDATE ON training_runs
-            BEGIN
-                SELECT RAISE(ABORT, 'mlgauge results are append-only: UPDATE is not allowed');
-            END""",
-            """CREATE TRIGGER training_runs_no_delete BEFORE DELETE ON training_runs
-            BEGIN
-                SELECT RAISE(ABORT, 'mlgauge results are append-only: DELETE is not allowed');
-            END""",
-        ),
+        sqlite=_sqlite_append_only("training_runs"),
         postgresql=(
-            "CREATE SEQUENCE training_runs_id_seq OWNED BY training_runs.id",
-            "ALTER TABLE training_runs ALTER COLUMN id SET DEFAULT nextval('training_runs_id_seq')",
+            *_postgresql_serial("training_runs"),
             # mlgauge_results_append_only() comes from the first migration.
-            """CREATE TRIGGER training_runs_no_update BEFORE UPDATE ON training_runs FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
-            """CREATE TRIGGER training_runs_no_delete BEFORE DELETE ON training_runs FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
-            """CREATE TRIGGER training_runs_no_truncate BEFORE TRUNCATE ON training_runs FOR EACH STATEMENT
-            EXECUTE FUNCTION mlgauge_results_append_only()""",
+            *_postgresql_append_only("training_runs"),
         ),
     ),
 ]

@@ -9,11 +9,12 @@ next to the headline number, so a set can be re-scored later without re-training
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from mlgauge import paths
 
 TRAINING_RECORD_SCHEMA = 1
 
@@ -52,11 +53,8 @@ class TrainingRecord:
 
     def save(self, folder: Path) -> Path:
         """Write ``training_record.json`` next to the log, atomically."""
-        path = Path(folder) / "training_record.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str))
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+        return paths.write_text_atomic(Path(folder) / "training_record.json", text)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingRecord:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
@@ -29,9 +28,8 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from secrets import token_hex
 
-from mlgauge import __version__
+from mlgauge import __version__, paths
 from mlgauge.config.run_spec import RunSpec
 from mlgauge.config.userconf import format_value
 from mlgauge.errors import OutputError, UsageError
@@ -477,21 +475,6 @@ def _target_ready(out: Path, overwrite: bool, divisions: tuple[str, ...]) -> Non
         )
 
 
-def _swap_into_place(built: Path, out: Path) -> None:
-    aside = None
-    if out.exists():
-        aside = out.parent / f".{out.name}.old-{token_hex(4)}"
-        os.rename(out, aside)
-    try:
-        os.rename(built, out)
-    except OSError:
-        if aside is not None:
-            os.rename(aside, out)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def build_tree(
     records: Iterable[ResultRecord],
     out_dir: Path,
@@ -559,7 +542,7 @@ def build_tree(
             readme = org_dir / rules.code_dir / checker_id / "README.md"
             readme.parent.mkdir(parents=True, exist_ok=True)
             readme.write_text(_code_readme(benchmark, bench_groups, first.run_id), encoding="utf-8")
-        _swap_into_place(building, out)
+        paths.replace_folder(building, out)
     except OSError as exc:
         shutil.rmtree(building, ignore_errors=True)
         raise OutputError(

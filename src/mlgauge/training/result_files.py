@@ -14,7 +14,6 @@ JSON number would crash the one and an empty count the other.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -22,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlgauge import paths
 from mlgauge.errors import OutputError, UsageError
 from mlgauge.results.system import describe_system
 
@@ -185,7 +185,8 @@ def write_result_set(
     _refuse_existing(target, system_file, system_text, overwrite)
     try:
         _write_set(target, sources, scaling_factor)
-        _write_text_atomic(system_file, system_text)
+        system_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_text_atomic(system_file, system_text)
     except OSError as err:
         raise OutputError(
             f"cannot write the result set: {err}", hint="Check the folder is writable", file=target
@@ -257,32 +258,8 @@ def _write_set(target: Path, sources: list[Path], scaling_factor: float | None) 
         if scaling_factor is not None:
             # The shape rcp_checker._set_results_scaling writes.
             (staging / "scaling.json").write_text(json.dumps({"scaling_factor": scaling_factor}))
-        aside = None
-        if target.exists():
-            # A folder cannot be renamed over a non-empty one: move the old set aside, and
-            # back again if the new one cannot take its place.
-            aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old.")) / "set"
-            os.replace(target, aside)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if aside is not None:
-                os.replace(aside, target)
-            raise
-        if aside is not None:
-            shutil.rmtree(aside.parent, ignore_errors=True)
+        paths.replace_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
 
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -7,13 +7,12 @@ submission still draws its charts years later. Sections come from the view regis
 
 from __future__ import annotations
 
-import contextlib
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from mlgauge import paths
 from mlgauge.errors import OutputError
 from mlgauge.results.report.views import VIEWS, Canvas, ReportData, Section, register_view
 from mlgauge.results.units import format_value
@@ -70,18 +69,12 @@ def render_report(data: ReportData) -> str:
 
 def write_report(path: Path, text: str) -> Path:
     """Write atomically: a reader never sees half a report, and a failure leaves no file behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return paths.write_text_atomic(path, text)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise OutputError(
             f"cannot write the report: {exc.strerror or exc}",
             hint="Choose an output path in a writable folder with -o",
             path=path,
         ) from exc
-    return path
