@@ -38,6 +38,7 @@ def execute(args: argparse.Namespace) -> int:
         run_ids = [run for spec in specs for run in resolve_runs(store, spec)]
         records = store.query(run_ids=run_ids)
         training = [t for run in run_ids for t in store.query_training(run_id=run)]
+        tiny = [t for run in run_ids for t in store.query_tiny(run_id=run)]
         baseline_ids = resolve_runs(store, args.baseline, "--baseline") if args.baseline else []
         baseline = store.query(run_ids=baseline_ids) if baseline_ids else []
         source = store.location
@@ -47,12 +48,12 @@ def execute(args: argparse.Namespace) -> int:
 
         comparison = compare(baseline, records).to_dict()
     title = args.title or f"mlgauge report: {', '.join(run_ids)}"
-    data = ReportData(records, title, source, run_ids, comparison, baseline_ids, training)
+    data = ReportData(records, title, source, run_ids, comparison, baseline_ids, training, tiny)
     out = write_report(args.output or Path(f"report-{run_ids[0]}.html"), render_report(data))
     if args.json:
-        print_json(
-            {"report": str(out), "runs": run_ids, "baseline": baseline_ids, "records": len(records), "training_runs": len(training)}
-        )
+        counts = {"records": len(records), "training_runs": len(training), "tiny_runs": len(tiny)}
+        print_json({"report": str(out), "runs": run_ids, "baseline": baseline_ids, **counts})
     else:
-        console.print(f"Report of {len(records) + len(training)} records from {len(run_ids)} run(s): {out}")
+        total = len(records) + len(training) + len(tiny)
+        console.print(f"Report of {total} records from {len(run_ids)} run(s): {out}")
     return 0

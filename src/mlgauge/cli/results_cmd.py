@@ -104,6 +104,15 @@ def _check_args(args: argparse.Namespace) -> None:
         )
 
 
+def _all_runs(store, limit: int) -> list[dict]:
+    """Inference runs, training sets and MLPerf Tiny runs, newest first, each marked with its kind."""
+    every = [{**r, "kind": "inference"} for r in store.runs(limit=limit)]
+    for kind, sets in (("training", store.training_sets), ("tiny", store.tiny_sets)):
+        every += [{**r, "tasks": [], "scenarios": [], "kind": kind} for r in sets(limit=limit)]
+    every.sort(key=lambda r: r["created_at"] or "", reverse=True)
+    return every[:limit]
+
+
 def execute(args: argparse.Namespace) -> int:
     _check_args(args)
     db = args.db or str(paths.default_db_path())
@@ -113,7 +122,7 @@ def execute(args: argparse.Namespace) -> int:
     with open_store(db) as store:
         where = store.location
         if args.runs:
-            runs = store.runs(limit=limit)
+            runs = _all_runs(store, limit)
             if args.json:
                 print_json(runs)
                 return 0
@@ -121,7 +130,8 @@ def execute(args: argparse.Namespace) -> int:
             for col in ("Run", "Started (UTC)", "Records", "Tasks", "Scenarios"):
                 table.add_column(col)
             for r in runs:
-                tasks, scenarios = ", ".join(r["tasks"]), ", ".join(r["scenarios"])
+                tasks = ", ".join(r["tasks"]) if r["kind"] == "inference" else f"({r['kind']})"
+                scenarios = ", ".join(r["scenarios"])
                 table.add_row(r["run_id"], r["created_at"], str(r["n"]), tasks, scenarios)
             console.print(table)
             return 0

@@ -140,6 +140,36 @@ MIGRATIONS: list[Migration] = [
             *_postgresql_append_only("training_runs"),
         ),
     ),
+    # MLPerf Tiny runs (one device, one model id, the median of timed windows): their own table,
+    # the same append-only guard.
+    Migration(
+        statements=(
+            """CREATE TABLE tiny_runs (
+                id INTEGER PRIMARY KEY,
+                record_id TEXT UNIQUE NOT NULL,
+                run_id TEXT,
+                created_at TEXT,
+                benchmark TEXT,
+                dataset TEXT,
+                precision TEXT,
+                backend TEXT,
+                style TEXT,
+                valid INTEGER,
+                accuracy_value REAL,
+                accuracy_passed INTEGER,
+                inferences_per_s REAL,
+                energy_uj REAL,
+                record_json TEXT NOT NULL
+            )""",
+            "CREATE INDEX tiny_runs_run_id ON tiny_runs (run_id)",
+        ),
+        sqlite=_sqlite_append_only("tiny_runs"),
+        postgresql=(
+            *_postgresql_serial("tiny_runs"),
+            # mlgauge_results_append_only() comes from the first migration.
+            *_postgresql_append_only("tiny_runs"),
+        ),
+    ),
 ]
 
 SCHEMA_VERSION: int = len(MIGRATIONS)
@@ -159,6 +189,11 @@ TRAINING_COLUMNS = (
     "time_to_train_s", "epochs", "seed", "log_path", "record_json",
 )  # fmt: skip
 TRAINING_RUNS = table("training_runs", column("id"), *(column(c) for c in TRAINING_COLUMNS))
+TINY_COLUMNS = (
+    "record_id", "run_id", "created_at", "benchmark", "dataset", "precision", "backend", "style", "valid",
+    "accuracy_value", "accuracy_passed", "inferences_per_s", "energy_uj", "record_json",
+)  # fmt: skip
+TINY_RUNS = table("tiny_runs", column("id"), *(column(c) for c in TINY_COLUMNS))
 _schema = table(_VERSION_TABLE, column("version"))
 
 

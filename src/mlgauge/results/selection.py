@@ -11,11 +11,12 @@ RUNS_HINT = "List the stored runs with 'mlgauge results --runs'"
 
 
 def _nth_run(store, n: int, spec: str) -> str:
-    # Inference runs and training sets, newest first; runs() may also list one group of
-    # records stored without a run id, which is skipped.
-    both = [*store.runs(limit=n + 3), *store.training_sets(limit=n + 3)]
-    both.sort(key=lambda r: r["created_at"] or "", reverse=True)
-    runs = [r["run_id"] for r in both if r["run_id"]]
+    # Inference runs, training sets and Tiny runs, newest first; each list may also hold one
+    # group of records stored without a run id, which is skipped, and a run id found in two
+    # tables counts once.
+    every = [*store.runs(limit=n + 3), *store.training_sets(limit=n + 3), *store.tiny_sets(limit=n + 3)]
+    every.sort(key=lambda r: r["created_at"] or "", reverse=True)
+    runs = list(dict.fromkeys(r["run_id"] for r in every if r["run_id"]))
     if n >= len(runs):
         held = f"holds {len(runs)} run" + ("" if len(runs) == 1 else "s")
         wanted = "the newest run" if n == 0 else f"the run {n} before the newest"
@@ -36,7 +37,7 @@ def resolve_runs(store, spec: str, side: str = "") -> list[str]:
         last = _LAST.fullmatch(part)
         if last:
             ids.append(_nth_run(store, int(last.group(1) or 0), part))
-        elif not (store.query(run_id=part, limit=1) or store.query_training(run_id=part, limit=1)):
+        elif not any(find(run_id=part, limit=1) for find in (store.query, store.query_training, store.query_tiny)):
             raise UsageError(f"unknown run id '{part}'{where}", hint=RUNS_HINT)
         else:
             ids.append(part)

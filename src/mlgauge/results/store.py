@@ -16,7 +16,7 @@ from types import TracebackType
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, Select, TableClause
 
 from mlgauge import paths
 from mlgauge.errors import OutputError, UsageError
@@ -24,7 +24,9 @@ from mlgauge.results.location import Database, is_database_url, mask_password
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.schema import MIGRATIONS, SCHEMA_VERSION, Migration, prepare
 from mlgauge.results.schema import RESULTS as _results
+from mlgauge.results.schema import TINY_RUNS as _tiny
 from mlgauge.results.schema import TRAINING_RUNS as _training
+from mlgauge.results.tiny_record import TinyRecord
 from mlgauge.results.training_record import TrainingRecord
 
 __all__ = [
@@ -71,6 +73,20 @@ def _training_row(record: TrainingRecord) -> dict[str, object]:
     return {name: getattr(record, name) for name in plain} | {"record_json": record.to_json()}
 
 
+def _tiny_row(record: TinyRecord) -> dict[str, object]:
+    plain = ("record_id", "run_id", "created_at", "benchmark", "dataset", "precision", "backend", "style")
+    value, passed = record.accuracy.get("value"), record.accuracy.get("passed")
+    speed, energy = record.inferences_per_s, record.energy_uj
+    return {name: getattr(record, name) for name in plain} | {
+        "valid": int(record.valid),
+        "accuracy_value": None if value is None else float(value),
+        "accuracy_passed": None if passed is None else int(passed),
+        "inferences_per_s": None if speed is None else float(speed),
+        "energy_uj": None if energy is None else float(energy),
+        "record_json": record.to_json(),
+    }
+
+
 class ResultStore:
     """An append-only store of :class:`ResultRecord` in a SQLite file or a PostgreSQL database.
 
@@ -106,6 +122,10 @@ class ResultStore:
     def add_training(self, record: TrainingRecord) -> None:
         """Store one training run as soon as it ends, so a later failure in its set loses nothing."""
         self._insert(_training, [_training_row(record)])
+
+    def add_tiny(self, record: TinyRecord) -> None:
+        """Store one MLPerf Tiny run (one benchmark on one device), all or nothing."""
+        self._insert(_tiny, [_tiny_row(record)])
 
     def _insert(self, into, rows: list[dict[str, object]]) -> None:
         if not rows:
@@ -145,9 +165,9 @@ class ResultStore:
                 exc,
             ) from exc
 
-    def _created_at(self) -> ColumnElement:
+    def _created_at(self, of: TableClause = _results) -> ColumnElement:
         # Timestamps sort as text; PostgreSQL's locale collations may skip punctuation, "C" compares bytes.
-        return _results.c.created_at if self._sqlite else _results.c.created_at.collate("C")
+        return of.c.created_at if self._sqlite else of.c.created_at.collate("C")
 
     def query(
         self,
@@ -192,7 +212,24 @@ class ResultStore:
         self, *, run_id: str | None = None, benchmark: str | None = None, limit: int | None = None
     ) -> list[TrainingRecord]:
         """Training runs matching the filters, in the order they were stored (a set's run order)."""
-        c = _training.c
+        return self._query_runs(_training, TrainingRecord, "training", run_id, benchmark, limit)
+
+    def query_tiny(
+        self, *, run_id: str | None = None, benchmark: str | None = None, limit: int | None = None
+    ) -> list[TinyRecord]:
+        """MLPerf Tiny runs matching the filters, in the order they were stored."""
+        return self._query_runs(_tiny, TinyRecord, "tiny", run_id, benchmark, limit)
+
+    def _query_runs(
+        self,
+        of: TableClause,
+        kind: type[TrainingRecord] | type[TinyRecord],
+        name: str,
+        run_id: str | None,
+        benchmark: str | None,
+        limit: int | None,
+    ) -> list:
+        c = of.c
         statement = select(c.record_json)
         if run_id is not None:
             statement = statement.where(c.run_id == run_id)
@@ -202,22 +239,29 @@ class ResultStore:
         if limit is not None:
             statement = statement.limit(max(0, int(limit)))
         try:
-            return [TrainingRecord.from_dict(json.loads(text)) for (text,) in self._read(statement)]
+            return [kind.from_dict(json.loads(text)) for (text,) in self._read(statement)]
         except (ValueError, TypeError) as exc:
             raise OutputError(
-                f"a stored training record cannot be read: {exc}",
+                f"a stored {name} record cannot be read: {exc}",
                 hint="The results database may be damaged; restore it from a backup",
                 **self._db.where,
             ) from exc
 
     def training_sets(self, limit: int = 20) -> list[dict]:
         """One summary per training set, newest first: ``run_id``, ``created_at`` (its first run), ``n``."""
-        c = _training.c
-        first = func.min(c.created_at).label("first_at")
+        return self._sets(_training, limit)
+
+    def tiny_sets(self, limit: int = 20) -> list[dict]:
+        """One summary per MLPerf Tiny run id, newest first: ``run_id``, ``created_at`` (its first record), ``n``."""
+        return self._sets(_tiny, limit)
+
+    def _sets(self, of: TableClause, limit: int) -> list[dict]:
+        first = func.min(self._created_at(of)).label("first_at")
         statement = (
-            select(c.run_id, first, func.count().label("n"))
-            .group_by(c.run_id)
-            .order_by(first.desc())
+            select(of.c.run_id, first, func.count().label("n"))
+            .group_by(of.c.run_id)
+            # The newest row breaks ties between sets begun in the same millisecond.
+            .order_by(first.desc(), func.max(of.c.id).desc())
             .limit(max(0, int(limit)))
         )
         return [{"run_id": run, "created_at": at, "n": int(n)} for run, at, n in self._read(statement)]

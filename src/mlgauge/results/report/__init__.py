@@ -56,11 +56,11 @@ def render_report(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(
         title=data.title,
         run_ids=data.run_ids,
-        record_count=len(data.records) + len(data.training),
+        record_count=len(data.records) + len(data.training) + len(data.tiny),
         source=data.source,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,
-        quick=any(r.style == "quick" for r in data.records),
+        quick=any(r.style == "quick" for r in [*data.records, *data.tiny]),
         sections=sections,
         figures=canvas.figures,
         plotly_js=_plotly_js(),

@@ -12,14 +12,18 @@ import json
 
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
 
 from mlgauge.results.record import ResultRecord
+from mlgauge.results.tiny_record import TinyRecord
 
 # The percentile ladder of a LoadGen detail log, in order (min and max bracket it).
 PERCENTILES = ("min", "p50", "p90", "p95", "p97", "p99", "p99.9", "max")
 # Quantile bands between those points: the distribution a detail log describes.
 BANDS = (("min", "p50", "min-p50"), ("p50", "p90", "p50-p90"), ("p90", "p99", "p90-p99"), ("p99", "max", "p99-max"))
 _BAND_COLOURS = ("#9ecae1", "#4292c6", "#08519c", "#e6550d")
+# Plotly's default sequence, fixed here so one configuration keeps its colour in every panel.
+_SERIES_COLOURS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
 _LAYOUT = {
     "template": "plotly_white",
     "margin": {"l": 60, "r": 20, "t": 50, "b": 60},
@@ -213,6 +217,58 @@ def training_curves(runs: list, x: str, title: str, axis: str) -> go.Figure | No
     target = runs[0].quality.get("target")
     if target is not None:
         fig.add_hline(y=target, line_dash="dash", line_color="#636363", annotation_text="target")
+    return fig
+
+
+def tiny_series(record: TinyRecord, with_run: bool = False) -> str:
+    """The name of one Tiny configuration in charts, escaped: ``onnxruntime int8 host-sim``."""
+    device = record.device.get("name") or record.device.get("transport") or ""
+    parts = [record.backend, record.precision, device] + ([record.style] if record.style != "valid" else [])
+    if with_run:
+        parts.append(f"({record.run_id})")
+    return html.escape(" ".join(str(p) for p in parts if p))
+
+
+def tiny_windows(records: list[TinyRecord]) -> go.Figure | None:
+    """Every timed window's inferences/s, one panel per benchmark with its own axis (a board's
+    1 inf/s and a host's 10,000 side by side would flatten every spread), one box per configuration
+    with each window drawn as a point, so the spread behind the median is visible."""
+    runs = [r for r in records if r.performance.get("windows")]
+    if not runs:
+        return None
+    benchmarks = list(dict.fromkeys(r.benchmark for r in runs))
+    fig = make_subplots(rows=1, cols=len(benchmarks), subplot_titles=[html.escape(b) for b in benchmarks])
+    fig.update_layout(
+        title={"text": "Inferences/s of each timed window (MLPerf Tiny)"},
+        boxmode="group",
+        **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "t": 90}},  # room for the panel titles under it
+    )
+    fig.update_yaxes(title={"text": "inferences/s"}, col=1)
+    # Runs compared in one report stay apart rather than pooling their windows.
+    with_run = len({r.run_id for r in runs}) > 1
+    series = list(dict.fromkeys(tiny_series(r, with_run) for r in runs))
+    for col, benchmark in enumerate(benchmarks, start=1):
+        for name in series:
+            mine = [r for r in runs if r.benchmark == benchmark and tiny_series(r, with_run) == name]
+            windows = [(i + 1, w["inferences_per_s"]) for r in mine for i, w in enumerate(r.performance["windows"])]
+            if not windows:
+                continue
+            fig.add_trace(
+                go.Box(
+                    x=[html.escape(benchmark)] * len(windows),
+                    y=[v for _, v in windows],
+                    customdata=[i for i, _ in windows],
+                    name=name,
+                    legendgroup=name,
+                    showlegend=not any(t.name == name for t in fig.data),  # one legend entry per series
+                    marker={"color": _SERIES_COLOURS[series.index(name) % len(_SERIES_COLOURS)]},
+                    boxpoints="all",
+                    pointpos=0,
+                    hovertemplate="window %{customdata}: %{y:,.2f} inferences/s<extra>%{fullData.name}</extra>",
+                ),
+                row=1,
+                col=col,
+            )
     return fig
 
 

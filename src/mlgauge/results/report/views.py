@@ -12,6 +12,7 @@ from markupsafe import Markup
 from mlgauge.results import score as scoring
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.report import charts
+from mlgauge.results.tiny_record import TinyRecord
 from mlgauge.results.training_record import TrainingRecord
 from mlgauge.results.units import format_repeats
 
@@ -25,6 +26,7 @@ class ReportData:
     comparison: dict | None = None  # a Comparison.to_dict() against a baseline
     baseline_ids: list[str] = field(default_factory=list)
     training: list[TrainingRecord] = field(default_factory=list)  # time-to-train runs, in set order
+    tiny: list[TinyRecord] = field(default_factory=list)  # MLPerf Tiny runs, in stored order
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,11 @@ def _normal(records: list[ResultRecord]) -> list[ResultRecord]:
 
 def system_view(data: ReportData, canvas: Canvas) -> Section | None:
     systems: dict[tuple, dict] = {}
-    for r in [*data.records, *data.training]:
+    for r in [*data.records, *data.training, *data.tiny]:
         s = r.system
         key = (s.get("hostname"), s.get("cpu_model"), s.get("os"))
         entry = systems.setdefault(key, {"system": s, "backends": {}})
-        if isinstance(r, ResultRecord):
+        if isinstance(r, ResultRecord | TinyRecord):
             info = r.backend_info or {}
             keys = ("version", "device", "threads", "providers")
             entry["backends"][r.backend] = {k: info[k] for k in keys if k in info}
@@ -184,6 +186,11 @@ def accuracy_view(data: ReportData, canvas: Canvas) -> Section | None:
 
 def energy_view(data: ReportData, canvas: Canvas) -> Section | None:
     measured = [r for r in data.records if r.energy]
+    if not measured and any(t.energy_uj is not None for t in data.tiny):
+        # "No meter took part" would be untrue: the Tiny table carries its measured energy.
+        note = Markup("<p class='note'>No energy meter took part in the inference runs; the MLPerf Tiny "
+                      "runs' energy per inference is in their section.</p>")  # fmt: skip
+        return Section("energy", "Energy", note)
     return Section("energy", "Energy", canvas.render("energy.html.j2", records=measured))
 
 
@@ -204,12 +211,20 @@ def training_view(data: ReportData, canvas: Canvas) -> Section | None:
     return Section("training", "Training runs", table + canvas.chart(by_time) + canvas.chart(by_samples))
 
 
+def tiny_view(data: ReportData, canvas: Canvas) -> Section | None:
+    if not data.tiny:
+        return None
+    table = canvas.render("tiny.html.j2", runs=data.tiny)
+    return Section("tiny", "MLPerf Tiny", table + canvas.chart(charts.tiny_windows(data.tiny)))
+
+
 for _name, _view in (
     ("system", system_view),
     ("score", score_view),
     ("summary", summary_view),
     ("comparison", comparison_view),
     ("training", training_view),
+    ("tiny", tiny_view),
     ("latency", latency_view),
     ("throughput", throughput_view),
     ("accuracy", accuracy_view),
