@@ -82,3 +82,46 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(capsys, tmp_path, argv, messag
     code = main([*argv, "--db", str(tmp_path / "r.db"), "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_a_silent_device_times_out_in_the_bounded_wait(capsys, tmp_path):
+    import socket
+    import time
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        code, _, err = _tiny(capsys, tmp_path, "--port", f"socket://127.0.0.1:{port}", "--timeout", "0.5")
+        waited = time.monotonic() - started
+    assert code != 0 and err.count("\n") == 1
+    assert "'name' got no reply ending in m-ready within 0.5 s" in err and waited < 5
+
+
+def test_an_external_monitor_trace_gives_energy_per_inference(capsys, tmp_path):
+    import time
+
+    now = time.time()
+    trace = tmp_path / "trace.csv"
+    trace.write_text("time_s,watts\n" + "".join(f"{now - 60 + i},2.0\n" for i in range(0, 1200, 5)))
+    code, data, _ = _tiny(capsys, tmp_path, "--json", "--energy-trace", str(trace))
+    record = data["records"][0]
+    assert record["energy"]["meter"] == "trace:trace.csv" and record["energy_note"] == ""
+    for w in record["performance"]["windows"]:
+        timed = 2.0 * w["seconds"] / w["inferences"] * 1e6  # 2 W over the timed loop, in µJ per inference
+        # the meter's window is the whole infer command: the loop plus its replies, a little more
+        assert timed <= w["energy_uj_per_inference"] <= 1.5 * timed
+    assert record["energy"]["median_uj_per_inference"] == sorted(
+        w["energy_uj_per_inference"] for w in record["performance"]["windows"]
+    )[2]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input-quantization", "half"], "is not SCALE:ZERO_POINT"),
+        (["--input-quantization", "0.5:3"], "ad01 takes its input as float32, not int8"),
+    ],
+)
+def test_input_quantization_is_checked(capsys, tmp_path, extra, message):
+    code, _, err = _tiny(capsys, tmp_path, *extra)
+    assert code == 2 and err.count("\n") == 1 and message in err

@@ -48,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--accuracy-samples", type=int, help="fewer accuracy samples than the rule's (not a valid result)")
     p.add_argument("--accuracy-over-protocol", action="store_true",
                    help="on the host device too, send every accuracy sample over the protocol")
+    p.add_argument("--input-quantization", metavar="SCALE:ZERO_POINT",
+                   help="kws01: the int8 input quantization of the board's model (default: from the calibration range)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply to a command")
     p.add_argument("--infer-timeout", type=float, default=120.0, help="seconds to wait for an 'infer' reply")
@@ -86,6 +88,18 @@ def _datasets(specs: list[str], benchmarks: list[str]) -> dict[str, Path]:
     return roots
 
 
+def _quantization(text: str | None) -> tuple[float, int] | None:
+    if text is None:
+        return None
+    scale, _, zero_point = text.partition(":")
+    try:
+        return float(scale), int(zero_point)
+    except ValueError:
+        raise UsageError(
+            f"--input-quantization {text} is not SCALE:ZERO_POINT", hint="For example --input-quantization 0.5847:83"
+        ) from None
+
+
 def execute(args: argparse.Namespace) -> int:
     from mlgauge.loadgen.session import new_run_id
     from mlgauge.tiny.suite import TinyOptions, run_benchmark
@@ -99,6 +113,7 @@ def execute(args: argparse.Namespace) -> int:
         style="quick" if args.quick else "valid", meter=args.meter, trace=args.energy_trace,
         epochs=args.epochs, train_samples=args.train_samples, accuracy_samples=args.accuracy_samples,
         weights=args.weights, retrain=args.retrain, seed=args.seed, accuracy_over_protocol=args.accuracy_over_protocol,
+        input_quantization=_quantization(args.input_quantization),
         timeout_s=args.timeout, infer_timeout_s=args.infer_timeout,
     )  # fmt: skip
     options.check()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlgauge.errors import DataError
-from mlgauge.tiny.inputs import LOG_MEL_WINDOW, RGB_32, RGB_96, InputCodec, int8_codec_for
+from mlgauge.errors import DataError, UsageError
+from mlgauge.tiny.inputs import INT8_MAX, INT8_MIN, LOG_MEL_WINDOW, RGB_32, RGB_96, InputCodec, int8_codec_for
 
 SELECTION_SEED = 0  # which real test files make up the accuracy set
 CALIBRATION_SAMPLES = 100  # representative samples for the int8 input range and post-training quantization
@@ -55,11 +55,28 @@ class TinyData:
 
 
 def load_tiny_data(
-    benchmark: str, root: Path | None, *, train_samples: int, test_samples: int, calibration_samples: int
+    benchmark: str,
+    root: Path | None,
+    *,
+    train_samples: int,
+    test_samples: int,
+    calibration_samples: int,
+    input_quantization: tuple[float, int] | None = None,
 ) -> TinyData:
-    """``train_samples`` caps the training set (clips for ad01; all of a real split when 0)."""
+    """``train_samples`` caps the training set (clips for ad01; all of a real split when 0).
+
+    ``input_quantization`` (kws01 only) is the (scale, zero point) of a model's int8 input, e.g. a
+    board's firmware model; without it the range of the calibration features sets them."""
     loader = _LOADERS[benchmark]
-    return loader(root, max(0, train_samples), max(1, test_samples), max(1, calibration_samples))
+    sizes = (max(0, train_samples), max(1, test_samples), max(1, calibration_samples))
+    if benchmark == "kws01":
+        return _kws(root, *sizes, input_quantization)
+    if input_quantization is not None:
+        raise UsageError(
+            f"{benchmark} takes its input as {'uint8 pixels' if benchmark != 'ad01' else 'float32'}, not int8",
+            hint="Give an input quantization for kws01 only",
+        )
+    return loader(root, *sizes)
 
 
 def _pick(count: int, wanted: int) -> np.ndarray:
@@ -76,7 +93,9 @@ def _first(count: int, wanted: int) -> np.ndarray:
 # -- kws01 ---------------------------------------------------------------------------------------
 
 
-def _kws(root: Path | None, n_train: int, n_test: int, n_cal: int) -> TinyData:
+def _kws(
+    root: Path | None, n_train: int, n_test: int, n_cal: int, quantization: tuple[float, int] | None = None
+) -> TinyData:
     from mlgauge.data.tiny_audio import kws_mfcc
 
     if root is None:
@@ -100,7 +119,16 @@ def _kws(root: Path | None, n_train: int, n_test: int, n_cal: int) -> TinyData:
         train = split("train", lambda c: _first(c, n_train))
         test = split("test", lambda c: _pick(c, n_test))
         cal = split("validation", lambda c: _pick(c, n_cal))
-    codec = int8_codec_for(cal[0], (49, 10), (1, 49, 10))
+    if quantization is None:
+        codec = int8_codec_for(cal[0], (49, 10), (1, 49, 10))
+    else:
+        scale, zero_point = quantization
+        if not (scale > 0 and INT8_MIN <= zero_point <= INT8_MAX):
+            raise UsageError(
+                f"int8 input quantization scale {scale}, zero point {zero_point}",
+                hint="The scale must be positive and the zero point within -128..127",
+            )
+        codec = InputCodec("int8", (49, 10), (1, 49, 10), float(scale), int(zero_point))
     return TinyData(
         "kws01",
         dataset,

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from mlgauge.energy.choose import choose_meter
-from mlgauge.errors import UsageError
+from mlgauge.energy.meter import Unavailable
+from mlgauge.errors import RunError, UsageError
 from mlgauge.results.system import describe_system
 from mlgauge.results.tiny_record import TinyRecord
 from mlgauge.rules.tiny import TinyBenchmark, tiny_rules
@@ -57,6 +58,7 @@ class TinyOptions:
     retrain: bool = False
     seed: int = 0
     accuracy_over_protocol: bool = False
+    input_quantization: tuple[float, int] | None = None  # kws01: a board's int8 input (scale, zero point)
     timeout_s: float = DEFAULT_TIMEOUT_S
     infer_timeout_s: float = DEFAULT_INFER_TIMEOUT_S
     notes: list[str] = field(default_factory=list)
@@ -115,7 +117,13 @@ def _performance(dut: TinyRunner, bench: TinyBenchmark, data: TinyData, options:
     meter, energy_note = choose_meter(options.meter, trace=options.trace)
     say("performance", {"windows": windows.count, "min_s": windows.min_s})
     inputs = data.test.first_of_each(PERFORMANCE_INPUTS)
-    return measure(dut, inputs, bench, windows, style=options.style, meter=meter, energy_note=energy_note)
+    try:
+        return measure(dut, inputs, bench, windows, style=options.style, meter=meter, energy_note=energy_note)
+    except Unavailable as exc:  # a meter that read at the start failed during a window
+        raise RunError(
+            f"energy of {bench.id} cannot be measured: {exc}",
+            hint="Keep the power monitor recording for the whole run, or pass --meter none",
+        ) from None
 
 
 def _announcer(benchmark: str, on_stage: Listener | None) -> Callable[[str, dict], None]:
@@ -136,6 +144,7 @@ def _data(bench: TinyBenchmark, dataset: Path | None, options: TinyOptions, say)
         train_samples=1 if options.port is not None else options.train_samples or recipe.train_samples,
         test_samples=options.accuracy_samples or bench.accuracy_samples,
         calibration_samples=CALIBRATION_SAMPLES,
+        input_quantization=options.input_quantization,
     )
     check_split(data)
     return data
