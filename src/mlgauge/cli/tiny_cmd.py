@@ -140,8 +140,11 @@ def execute(args: argparse.Namespace) -> int:
         return 1 if failed else 0
     console.print(_table(records))
     for r in records:
-        if r.energy is None:
-            console.print(f"{r.benchmark} energy: {escape(r.energy_note)}")
+        if r.invalid_reasons:
+            console.print(f"{r.benchmark} not valid: {escape('; '.join(r.invalid_reasons))}")
+    notes = {r.energy_note for r in records if r.energy is None}
+    for note in sorted(notes):  # one machine's meters: usually one reason for every benchmark
+        console.print(f"Energy {escape(note)}")
     if options.style == "quick":
         console.print("[yellow]Quick style: windows of 0.2 s, not the rules' 10 s; these are not valid MLPerf Tiny results.[/yellow]")
     console.print(f"Run {run_id} took {time.perf_counter() - started:.0f} s. Results: {out_dir}")
@@ -208,6 +211,6 @@ def _table(records: list[TinyRecord]) -> Table:
             f"{fp32:.4f}" if fp32 is not None else "-",
             f"{r.inferences_per_s:,.1f}", f"{r.performance['latency_ms']:.3f} ms",
             f"{r.energy_uj:,.1f} µJ" if r.energy_uj is not None else "not measured",
-            "[green]yes[/green]" if r.valid else "[red]no[/red] " + escape("; ".join(r.invalid_reasons)),
+            "[green]yes[/green]" if r.valid else "[red]no[/red]",
         )  # fmt: skip
     return table
