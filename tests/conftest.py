@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import platformdirs
 import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="mlgauge-test-home-"))
@@ -15,6 +16,10 @@ _HOME = Path(tempfile.mkdtemp(prefix="mlgauge-test-home-"))
 def pytest_configure(config) -> None:
     # Set before any test imports mlgauge.paths users, and inherited by worker processes.
     os.environ["MLGAUGE_HOME"] = str(_HOME)
+    # Compiled operators are shared with the machine's own cache, where `make` built them at install.
+    from mlgauge.ops.build import OPS_CACHE_ENV
+
+    os.environ.setdefault(OPS_CACHE_ENV, str(Path(platformdirs.user_cache_dir("mlgauge")) / "ops"))
 
 
 @pytest.fixture(scope="session")
