@@ -1,0 +1,81 @@
+"""``mlgauge profile -- python script.py ...``: where a script's steps spend their time, op by op."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from mlgauge import paths
+from mlgauge.cli.output import console, err_console, print_json
+from mlgauge.errors import UsageError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="profile a script's training steps: ops, oneDNN primitives, rooflines")
+    p.add_argument("--warmup", type=int, default=2, help="optimizer steps to skip first (default 2)")
+    p.add_argument("--steps", type=int, default=5,
+                   help="optimizer steps to record (default 5); 0 records the whole script")  # fmt: skip
+    p.add_argument("--out", type=Path, help="where the trace, the oneDNN log and the summary go")
+    p.add_argument("--top", type=int, default=15, help="ops to list (default 15)")
+    p.add_argument("--timeout", type=float, help="stop the script after this many seconds")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- python script.py [args]")
+    p.set_defaults(handler=execute)
+
+
+def execute(args: argparse.Namespace) -> int:
+    from mlgauge.loadgen.session import new_run_id
+    from mlgauge.profiler.capture import capture_script
+    from mlgauge.profiler.report import analyze_capture
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise UsageError("what should be profiled?", hint="mlgauge profile -- python train.py --your-args")
+    out = args.out or paths.default_runs_dir() / f"profile-{new_run_id()}"
+    if not args.json:
+        err_console.print(f"Profiling {escape(' '.join(command))} ({args.warmup} warm-up + {args.steps} steps) ...")
+    capture = capture_script(command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout)
+    summary = analyze_capture(capture, top=args.top)
+    (capture.folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    warnings = capture.warnings + summary.warnings
+    if args.json:
+        print_json({"folder": str(capture.folder), "exit_code": capture.exit_code, "warnings": warnings,
+                    "summary": summary.to_dict()})  # fmt: skip
+        return 0 if capture.exit_code == 0 else 1
+    _print(summary, capture, warnings)
+    return 0 if capture.exit_code == 0 else 1
+
+
+def _print(summary, capture, warnings: list[str]) -> None:
+    steps = f"{summary.steps} steps of {summary.step_ms:.1f} ms" if summary.steps else "the whole script"
+    console.print(f"Profiled {steps}; {summary.coverage:.1%} of that time inside named PyTorch ops.")
+    table = Table(title="Top ops by self time", title_justify="left")
+    for col in ("Op", "Calls", "Self ms", "Share", "Bound", "GFLOP/s", "GB/s", "Efficiency"):
+        table.add_column(col, justify="left" if col in ("Op", "Bound") else "right")
+    for r in summary.ops:
+        table.add_row(
+            escape(r.name), str(r.calls), f"{r.self_ms:.2f}", f"{r.share:.1%}", r.bound or "-",
+            f"{r.achieved_gflops:.1f}" if r.achieved_gflops is not None else "-",
+            f"{r.achieved_gbs:.1f}" if r.achieved_gbs is not None else "-",
+            f"{r.efficiency:.0%}" if r.efficiency is not None else "-",
+        )  # fmt: skip
+    console.print(table)
+    dnn = summary.onednn
+    if dnn:
+        kinds = ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in list(dnn["by_kind"].items())[:6])
+        dirs = ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in dnn["by_direction"].items())
+        console.print(f"oneDNN {escape(str(dnn['version']))}: {dnn['total_ms']:.2f} ms in primitives: {escape(kinds)}")
+        console.print(f"  by direction: {escape(dirs)}")
+        reorder_ms = dnn["reorder_ms"]
+        if reorder_ms:
+            console.print(f"  reorders (memory-format conversions): {reorder_ms:.2f} ms, "
+                          f"{reorder_ms / dnn['total_ms']:.0%} of oneDNN time")  # fmt: skip
+        if "attributed_fraction" in dnn:
+            console.print(f"  {dnn['attributed_fraction']:.0%} of primitive time attributed to the ops that issued it")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    console.print(f"Trace (Chrome/Perfetto): {capture.trace_path}; oneDNN log: {capture.onednn_path}")

@@ -1,0 +1,108 @@
+"""Profile a command: run it in a child process under torch.profiler with oneDNN's verbose log on.
+
+The child (``profiler/child.py``) records a bounded number of training steps after warm-up, or
+the whole script; its stdout, where oneDNN writes, goes to ``onednn_verbose.log`` and the
+script's own output lines are kept apart from the verbose ones. A script that fails still leaves
+what was recorded: the capture says so, and analysis goes on with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlgauge import paths
+from mlgauge.errors import RunError, UsageError
+from mlgauge.profiler.child import STATUS, TRACE
+
+ONEDNN_LOG = "onednn_verbose.log"
+STDERR = "stderr.log"
+VERBOSE_ENV = {"ONEDNN_VERBOSE": "1", "ONEDNN_VERBOSE_TIMESTAMP": "1"}
+
+
+@dataclass
+class Capture:
+    folder: Path
+    command: list[str]
+    exit_code: int
+    status: dict  # the child's capture.json: steps seen and recorded, error, trace written
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def trace_path(self) -> Path:
+        return self.folder / TRACE
+
+    @property
+    def onednn_path(self) -> Path:
+        return self.folder / ONEDNN_LOG
+
+
+def _script(command: list[str]) -> list[str]:
+    """``python x.py a`` or ``x.py a`` -> ``[x.py, a]``; the child runs it with this interpreter."""
+    if command and Path(command[0]).name.startswith("python"):
+        command = command[1:]
+    if not command or not command[0].endswith(".py"):
+        raise UsageError(
+            f"cannot profile {' '.join(command) or 'nothing'}: give a Python script",
+            hint="Write it as: mlgauge profile -- python train.py --your-args",
+        )
+    if not Path(command[0]).is_file():
+        raise UsageError(f"no script at {command[0]}", hint="Check the path")
+    return command
+
+
+def capture_script(
+    command: list[str], out_dir: Path, *, warmup: int = 2, steps: int = 5, timeout_s: float | None = None
+) -> Capture:
+    script = _script(command)
+    if warmup < 0 or steps < 0:
+        raise UsageError("--warmup and --steps must be 0 or more", hint="For example --warmup 2 --steps 5")
+    folder = paths.ensure_writable_dir(out_dir, "profile output")
+    child = [sys.executable, "-m", "mlgauge.profiler.child", str(folder),
+             "--warmup", str(warmup), "--steps", str(steps), "--", *script]  # fmt: skip
+    env = os.environ | VERBOSE_ENV
+    try:
+        with open(folder / ONEDNN_LOG, "wb") as out, open(folder / STDERR, "wb") as err:
+            done = subprocess.run(child, stdout=out, stderr=err, env=env, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        raise RunError(
+            f"the profiled script ran past {timeout_s:g} s", hint="Profile fewer steps, or raise --timeout"
+        ) from None
+    status = _status(folder)
+    capture = Capture(folder, script, done.returncode, status)
+    if done.returncode != 0:
+        last = status.get("error") or _last_line(folder / STDERR)
+        capture.warnings.append(f"the script failed (exit code {done.returncode}): {last}")
+    if steps and status.get("steps_recorded", 0) < steps:
+        seen = status.get("steps_seen", 0)
+        capture.warnings.append(
+            f"{seen} optimizer step(s) ran; {warmup} warm-up + {steps} recorded were asked for"
+            + ("" if seen else " (an inference script? use --steps 0 to record the whole script)")
+        )
+    if not capture.trace_path.is_file():
+        raise RunError(
+            "the profiler wrote no trace" + (f": {capture.warnings[0]}" if capture.warnings else ""),
+            hint=f"See {folder / STDERR}; for scripts without optimizer.step() use --steps 0",
+        )
+    return capture
+
+
+def _status(folder: Path) -> dict:
+    try:
+        return json.loads((folder / STATUS).read_text())
+    except (OSError, ValueError):
+        return {}  # the child died before writing it (killed, crashed in C++)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace")
+        # Kineto's own start/stop notes ("USDT:... profiler_stop") are not the script's error
+        lines = [line for line in text.splitlines() if line.strip() and not line.startswith("USDT:")]
+    except OSError:
+        return "no error output"
+    return lines[-1].strip() if lines else "no error output"

@@ -1,0 +1,83 @@
+"""'mlgauge profile -- python script.py': a real capture of a small training script, analysed; a
+script that fails part-way keeps what was recorded; bad commands are one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlgauge.cli import main
+
+SCRIPT = """
+import sys
+import torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                            torch.nn.Linear(32 * 28 * 28, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(4, 16, 28, 28), torch.randint(0, 10, (4,))
+fail_at = int(sys.argv[1]) if len(sys.argv) > 1 else -1
+for step in range(6):
+    if step == fail_at:
+        raise ValueError("boom")
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "train.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _profile(capsys, tmp_path, *command: str) -> tuple[int, dict | None, str]:
+    code = main(["profile", "--warmup", "1", "--steps", "2", "--out", str(tmp_path / "p"), "--json", "--", *command])
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if out.strip() else None), err
+
+
+def test_a_training_script_is_captured_and_its_primitives_joined(capsys, tmp_path, script):
+    code, data, _ = _profile(capsys, tmp_path, "python", str(script))
+    assert code == 0 and data["warnings"] == []
+    summary = data["summary"]
+    assert summary["steps"] == 2 and summary["coverage"] > 0.5
+    names = {op["name"] for op in summary["ops"]}
+    assert {"aten::mkldnn_convolution", "aten::convolution_backward"} <= names
+    conv = next(op for op in summary["ops"] if op["name"] == "aten::mkldnn_convolution")
+    # 2 recorded steps, one forward conv each: 2 N OC OH OW IC KH KW FLOPs per call
+    assert conv["flops"] == 2 * (2 * 4 * 32 * 28 * 28 * 16 * 9) and conv["bound"] in ("compute", "memory")
+    dnn = summary["onednn"]
+    assert dnn["attributed_fraction"] >= 0.9 and dnn["by_kind"]["convolution"]["calls"] >= 2  # fwd per step
+    assert {"forward", "backward_weights"} <= set(dnn["by_direction"])
+    for name in ("trace.json", "onednn_verbose.log", "summary.json", "capture.json"):
+        assert (tmp_path / "p" / name).is_file()
+
+
+def test_a_script_that_fails_after_the_recorded_steps_keeps_them(capsys, tmp_path, script):
+    code, data, _ = _profile(capsys, tmp_path, str(script), "4")
+    assert code == 1
+    assert any("the script failed (exit code 1): ValueError: boom" in w for w in data["warnings"])
+    assert data["summary"]["steps"] == 2  # what was recorded is analysed, not lost
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ([], "what should be profiled?"),
+        (["ls", "-l"], "give a Python script"),
+        (["python", "/no/such/script.py"], "no script at /no/such/script.py"),
+    ],
+)
+def test_bad_commands_are_one_line(capsys, tmp_path, command, message):
+    code, _, err = _profile(capsys, tmp_path, *command)
+    assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_a_script_that_fails_before_any_step_says_so(capsys, tmp_path, script):
+    code, _, err = _profile(capsys, tmp_path, str(script), "0")
+    assert code != 0 and err.count("\n") == 1
+    assert "the profiler wrote no trace" in err and "ValueError: boom" in err
