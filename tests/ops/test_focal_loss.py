@@ -111,3 +111,21 @@ def test_bad_arguments_are_refused():
         sigmoid_focal_loss(x, t, reduction="avg")
     with pytest.raises(UsageError, match="targets of shape"):
         sigmoid_focal_loss(x, t[:2])
+
+
+def test_retinanet_loss_gives_the_same_values_and_gradients_fused():
+    from mlgauge.models.retinanet import retinanet_loss
+
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 300, 5, generator=g, dtype=torch.float64)
+    boxes = torch.randn(2, 300, 4, generator=g, dtype=torch.float64)
+    cls = torch.randint(-2, 5, (2, 300), generator=g)  # positives, background (-1), ignored (-2)
+    deltas = torch.randn(2, 300, 4, generator=g, dtype=torch.float64)
+    results = []
+    for fused in (False, True):
+        x = logits.clone().requires_grad_()
+        focal, box = retinanet_loss(x, boxes, cls, deltas, fused=fused)
+        focal.backward()
+        results.append((focal.detach(), box.detach(), x.grad))
+    for reference, fused in zip(*results, strict=True):
+        torch.testing.assert_close(fused, reference, rtol=1e-9, atol=1e-12)

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--global-batch-size", type=int, help="global batch size (the learning rate scales with it)")
     p.add_argument("--backbone-weights", type=Path, metavar="FILE",
                    help="ssd on OpenImages: torchvision's resnext50_32x4d ImageNet state dict to start the backbone from")
+    p.add_argument("--fused-focal-loss", action="store_true",
+                   help="ssd: compute the focal loss with mlgauge's fused kernel (same values, one pass)")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes per node (torchrun; NCCL between GPUs, gloo on CPUs)")
     p.add_argument("--device", default="auto",
@@ -45,7 +47,7 @@ def execute(args: argparse.Namespace) -> int:
     from mlgauge.training.session import plan_training, run_set
 
     given = {"max_epochs": args.max_epochs, "global_batch_size": args.global_batch_size,
-             "backbone_weights": args.backbone_weights}  # fmt: skip
+             "backbone_weights": args.backbone_weights, "fused_focal_loss": args.fused_focal_loss or None}  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None}
     plan = plan_training(
         args.benchmark, dataset=args.dataset, variant=args.variant, runs=args.runs, seed=args.seed,

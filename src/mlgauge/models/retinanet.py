@@ -656,12 +656,15 @@ def retinanet_loss(
     alpha: float = 0.25,
     gamma: float = 2.0,
     beta: float = 1.0 / 9,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Focal loss + smooth-L1, each summed and divided by the number of positive anchors.
 
     ``cls_targets (B, A)``: class index for positives, -1 background, -2 ignored
     (from :func:`match_anchors`); ``box_targets (B, A, 4)``: :func:`encode_boxes`
-    deltas, used only where positive.
+    deltas, used only where positive. ``fused`` computes the focal term with
+    :func:`mlgauge.ops.sigmoid_focal_loss` (same values, one pass) instead of the
+    reference's element-wise formula.
     """
     positive = cls_targets >= 0
     valid = cls_targets >= -1
@@ -669,10 +672,15 @@ def retinanet_loss(
     onehot = torch.zeros_like(cls_logits)
     onehot[positive] = F.one_hot(cls_targets[positive], cls_logits.shape[-1]).to(cls_logits.dtype)
     logits, target = cls_logits[valid], onehot[valid]
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    alpha_t = alpha * target + (1 - alpha) * (1 - target)
-    focal = (alpha_t * ce * (1 - p_t) ** gamma).sum() / num_pos
+    if fused:
+        from mlgauge.ops import sigmoid_focal_loss
+
+        focal = sigmoid_focal_loss(logits, target, alpha, gamma, reduction="sum") / num_pos
+    else:
+        p = torch.sigmoid(logits)
+        ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        p_t = p * target + (1 - p) * (1 - target)
+        alpha_t = alpha * target + (1 - alpha) * (1 - target)
+        focal = (alpha_t * ce * (1 - p_t) ** gamma).sum() / num_pos
     box = F.smooth_l1_loss(bbox_regression[positive], box_targets[positive], beta=beta, reduction="sum") / num_pos
     return focal, box

@@ -264,6 +264,7 @@ class ObjectDetection:
         backbone_weights: Path | None = None,
         workers: int = 0,
         eval_batch_size: int = 64,
+        fused_focal_loss: bool = False,
     ) -> None:
         rules = training_rules(ruleset)
         if dataset is None:
@@ -298,6 +299,7 @@ class ObjectDetection:
         self.eval_samples = self.source.eval_samples
         self.workers = workers
         self.eval_batch_size = eval_batch_size
+        self.fused_focal_loss = fused_focal_loss
         self._anchors: np.ndarray | None = None
 
     def build(self, seed: int, parallel: Parallel) -> Trainable:
@@ -330,7 +332,8 @@ class ObjectDetection:
         images, boxes, labels = batch
         cls, deltas = anchor_targets(self._anchors, boxes, labels)
         cls_logits, bbox_regression = model(images)
-        focal, smooth_l1 = retinanet_loss(cls_logits, bbox_regression, *(torch.from_numpy(t).to(cls_logits.device) for t in (cls, deltas)))
+        targets = (torch.from_numpy(t).to(cls_logits.device) for t in (cls, deltas))
+        focal, smooth_l1 = retinanet_loss(cls_logits, bbox_regression, *targets, fused=self.fused_focal_loss)
         return focal + smooth_l1
 
     def evaluate(self, model: nn.Module) -> float:
