@@ -81,3 +81,27 @@ def test_a_script_that_fails_before_any_step_says_so(capsys, tmp_path, script):
     code, _, err = _profile(capsys, tmp_path, str(script), "0")
     assert code != 0 and err.count("\n") == 1
     assert "the profiler wrote no trace" in err and "ValueError: boom" in err
+
+
+def _summary(folder, step_ms: float, steps: int, ops: dict[str, float], regions: dict[str, float]) -> None:
+    folder.mkdir()
+    data = {"steps": steps, "step_ms": step_ms, "profiled_ms": step_ms * steps,
+            "ops": [{"name": n, "self_ms": ms} for n, ms in ops.items()],
+            "regions": {n: {"calls": steps, "ms": ms} for n, ms in regions.items()}}  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(data))
+
+
+def test_diff_compares_per_step_times_of_two_profiles(capsys, tmp_path):
+    _summary(tmp_path / "a", 50.0, 5, {"aten::mul": 100.0, "aten::conv": 50.0, "aten::gone": 5.0}, {"focal_loss": 60.0})
+    _summary(tmp_path / "b", 40.0, 10, {"aten::mul": 20.0, "aten::conv": 110.0, "mlgauge::new": 3.0}, {"focal_loss": 10.0})
+    assert main(["profile", "diff", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert diff["speedup"] == pytest.approx(1.25)
+    changes = {op["name"]: (op["before_ms"], op["after_ms"]) for op in diff["ops"]}
+    assert changes == {"aten::mul": (20.0, 2.0), "aten::conv": (10.0, 11.0), "aten::gone": (1.0, 0.0),
+                       "mlgauge::new": (0.0, 0.3)}  # fmt: skip
+    assert diff["ops"][0]["name"] == "aten::mul"  # the largest change first
+    assert diff["regions"][0] == {"name": "focal_loss", "before_ms": 12.0, "after_ms": 1.0, "change_ms": -11.0}
+    code = main(["profile", "diff", str(tmp_path / "a"), str(tmp_path / "nothing")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no profile at" in err

@@ -16,7 +16,7 @@ from mlgauge.profiler.peaks import machine_peaks
 from mlgauge.profiler.summary import ProfileSummary, summarize
 
 
-def analyze_capture(capture: Capture, *, top: int = 25) -> ProfileSummary:
+def analyze_capture(capture: Capture) -> ProfileSummary:
     trace = load_kineto_trace(capture.trace_path)
     warnings: list[str] = []
     log = attribution = None
@@ -29,6 +29,6 @@ def analyze_capture(capture: Capture, *, top: int = 25) -> ProfileSummary:
             attribution = attribute(log, trace)
         except DataError as exc:
             warnings.append(f"oneDNN primitives not joined to ops: {exc}")
-    summary = summarize(trace, log, attribution, machine_peaks(), top=top)
+    summary = summarize(trace, log, attribution, machine_peaks())
     summary.warnings = warnings + summary.warnings
     return summary

@@ -45,6 +45,7 @@ class ProfileSummary:
     profiled_ms: float  # wall time the coverage is measured over
     op_ms: float  # of which inside top-level ops
     ops: list[OpRow]
+    regions: dict = field(default_factory=dict)  # record_function name -> {"calls", "ms"} inside the steps
     onednn: dict = field(default_factory=dict)  # by_kind, by_direction, by_implementation, reorders, attributed
     warnings: list[str] = field(default_factory=list)
 
@@ -79,8 +80,6 @@ def summarize(
     log: OneDnnLog | None = None,
     attribution: AttributionResult | None = None,
     peaks: MachinePeaks | None = None,
-    *,
-    top: int = 25,
 ) -> ProfileSummary:
     windows = _windows(trace)
     ops = [e for e in trace.ops() if _inside(e, windows)]
@@ -98,13 +97,25 @@ def summarize(
         step_ms=profiled_ms / len(windows) if windows else None,
         profiled_ms=profiled_ms,
         op_ms=_top_level_ms(ops, trace),
-        ops=rows[:top],
+        ops=rows,  # all of them: a diff must not mistake an op that left the top list for a vanished one
+        regions=_regions(trace, windows),
         warnings=list(trace.warnings),
     )
     if log is not None:
         summary.onednn = _onednn(log, attribution)
         summary.warnings += log.warnings
     return summary
+
+
+def _regions(trace: KinetoTrace, windows: list[TraceEvent]) -> dict:
+    """Time in each record_function region (a loss, a module) inside the steps, largest first."""
+    spans = [
+        e for e in trace.events
+        if e.category == "user_annotation" and not _STEP.match(e.name) and _inside(e, windows)
+        and not e.name.startswith("Optimizer.")
+    ]  # fmt: skip
+    buckets = tally((e.name, e.duration_ns / 1e6) for e in spans)
+    return {name: {"calls": b.calls, "ms": b.time_ms} for name, b in buckets.items()}
 
 
 def _op_rows(ops: list[TraceEvent], trace: KinetoTrace, peaks: MachinePeaks | None) -> list[OpRow]:
