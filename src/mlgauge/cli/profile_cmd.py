@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.markup import escape
@@ -33,6 +34,7 @@ def register(sub) -> None:
 def execute(args: argparse.Namespace) -> int:
     from mlgauge.loadgen.session import new_run_id
     from mlgauge.profiler.capture import capture_script
+    from mlgauge.profiler.hints import hints
     from mlgauge.profiler.report import analyze_capture
 
     if args.command[:1] == ["diff"]:
@@ -47,11 +49,14 @@ def execute(args: argparse.Namespace) -> int:
     summary = analyze_capture(capture)
     (capture.folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     warnings = capture.warnings + summary.warnings
+    found = hints(summary)
     if args.json:
         print_json({"folder": str(capture.folder), "exit_code": capture.exit_code, "warnings": warnings,
-                    "summary": summary.to_dict()})  # fmt: skip
+                    "bottlenecks": [asdict(h) for h in found], "summary": summary.to_dict()})  # fmt: skip
         return 0 if capture.exit_code == 0 else 1
     _print(summary, capture, warnings, args.top)
+    for h in found[:3]:
+        console.print(f"[bold]Bottleneck:[/bold] {escape(h.title)}. [dim]Try:[/dim] {escape(h.advice)}")
     return 0 if capture.exit_code == 0 else 1
 
 
