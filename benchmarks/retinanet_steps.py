@@ -13,6 +13,9 @@ backward time in the ProfileDNN paper, where the stand-in's 3 classes make it ne
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
 
 from mlgauge.data.synthetic_shapes import IMAGE_SIZE, NUM_CLASSES
 from mlgauge.models.retinanet import SmallRetinaNet
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--variant", default="default", help="the ssd stand-in: default or tiny")
     parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="classes of the detection head")
+    parser.add_argument("--timings", help="write each step's wall time (s) to this JSON file")
     args = parser.parse_args()
     bench = ObjectDetection(variant=args.variant, fused_focal_loss=args.fused)
     config = SYNTHETIC[args.variant]
@@ -35,15 +39,19 @@ def main() -> None:
     parallel = Parallel(0, 1, "cpu")
     trainable = bench.build(seed=0, parallel=parallel)
     model, optimizer = trainable.model.train(), trainable.optimizer
-    done = 0
+    done, times = 0, []
     while done < args.steps:
         for batch in trainable.batches(done):
+            started = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             bench.loss(model, batch).backward()
             optimizer.step()
+            times.append(time.perf_counter() - started)
             done += 1
             if done == args.steps:
                 break
+    if args.timings:
+        Path(args.timings).write_text(json.dumps(times))
 
 
 if __name__ == "__main__":

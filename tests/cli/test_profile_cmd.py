@@ -105,3 +105,14 @@ def test_diff_compares_per_step_times_of_two_profiles(capsys, tmp_path):
     code = main(["profile", "diff", str(tmp_path / "a"), str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no profile at" in err
+
+
+def test_summary_only_keeps_op_times_and_skips_shapes_and_the_onednn_log(capsys, tmp_path, script):
+    code = main(["profile", "--summary-only", "--warmup", "1", "--steps", "2", "--out", str(tmp_path / "s"),
+                 "--json", "--", str(script)])  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["warnings"] == []
+    summary = data["summary"]
+    assert summary["steps"] == 2 and summary["onednn"] == {}
+    assert all(op["flops"] is None for op in summary["ops"])  # no shapes recorded, so no costs
+    assert (tmp_path / "s" / "onednn_verbose.log").read_text().count("onednn_verbose") == 0

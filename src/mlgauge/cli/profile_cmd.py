@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="where the trace, the oneDNN log and the summary go")
     p.add_argument("--top", type=int, default=15, help="ops to list (default 15)")
     p.add_argument("--timeout", type=float, help="stop the script after this many seconds")
+    p.add_argument("--summary-only", action="store_true",
+                   help="op times only: the lightest capture (no shapes, FLOPs, rooflines or oneDNN log)")
     p.add_argument("--json", action="store_true")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- python script.py [args]")
     p.set_defaults(handler=execute)
@@ -45,7 +47,9 @@ def execute(args: argparse.Namespace) -> int:
     out = args.out or paths.default_runs_dir() / f"profile-{new_run_id()}"
     if not args.json:
         err_console.print(f"Profiling {escape(' '.join(command))} ({args.warmup} warm-up + {args.steps} steps) ...")
-    capture = capture_script(command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout)
+    capture = capture_script(
+        command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout, summary_only=args.summary_only
+    )
     summary = analyze_capture(capture)
     (capture.folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
     warnings = capture.warnings + summary.warnings

@@ -30,6 +30,7 @@ class Capture:
     command: list[str]
     exit_code: int
     status: dict  # the child's capture.json: steps seen and recorded, error, trace written
+    summary_only: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -56,15 +57,24 @@ def _script(command: list[str]) -> list[str]:
 
 
 def capture_script(
-    command: list[str], out_dir: Path, *, warmup: int = 2, steps: int = 5, timeout_s: float | None = None
+    command: list[str],
+    out_dir: Path,
+    *,
+    warmup: int = 2,
+    steps: int = 5,
+    timeout_s: float | None = None,
+    summary_only: bool = False,
 ) -> Capture:
+    """``summary_only``: op times alone, the lightest capture (no input shapes, so no FLOPs or
+    rooflines, and no oneDNN verbose log)."""
     script = _script(command)
     if warmup < 0 or steps < 0:
         raise UsageError("--warmup and --steps must be 0 or more", hint="For example --warmup 2 --steps 5")
     folder = paths.ensure_writable_dir(out_dir, "profile output")
     child = [sys.executable, "-m", "mlgauge.profiler.child", str(folder),
-             "--warmup", str(warmup), "--steps", str(steps), "--", *script]  # fmt: skip
-    env = os.environ | VERBOSE_ENV
+             "--warmup", str(warmup), "--steps", str(steps), *(["--no-shapes"] if summary_only else []),
+             "--", *script]  # fmt: skip
+    env = os.environ | ({} if summary_only else VERBOSE_ENV)
     try:
         with open(folder / ONEDNN_LOG, "wb") as out, open(folder / STDERR, "wb") as err:
             done = subprocess.run(child, stdout=out, stderr=err, env=env, timeout=timeout_s, check=False)
@@ -73,7 +83,7 @@ def capture_script(
             f"the profiled script ran past {timeout_s:g} s", hint="Profile fewer steps, or raise --timeout"
         ) from None
     status = _status(folder)
-    capture = Capture(folder, script, done.returncode, status)
+    capture = Capture(folder, script, done.returncode, status, summary_only)
     if done.returncode != 0:
         last = status.get("error") or _last_line(folder / STDERR)
         capture.warnings.append(f"the script failed (exit code {done.returncode}): {last}")

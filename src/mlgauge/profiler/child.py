@@ -28,6 +28,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--no-shapes", action="store_true", help="summary only: no input shapes (no FLOPs)")
     split = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:split])
     script = argv[split + 1 :]
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     bounded = args.steps > 0
     prof = profile(
         activities=activities,
-        record_shapes=True,
+        record_shapes=not args.no_shapes,
         schedule=schedule(wait=0, warmup=args.warmup, active=args.steps, repeat=1) if bounded else None,
         on_trace_ready=export if bounded else None,
     )

@@ -23,7 +23,8 @@ def analyze_capture(capture: Capture) -> ProfileSummary:
     try:
         log = load_onednn_log(capture.onednn_path)
     except OneDnnLogError as exc:
-        warnings.append(f"no oneDNN primitives to analyze: {exc}")
+        if not capture.summary_only:
+            warnings.append(f"no oneDNN primitives to analyze: {exc}")
     if log is not None:
         try:
             attribution = attribute(log, trace)
