@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlgauge.errors import DataError
+from mlgauge.profiler.files import read_bytes
 
 # Float µs → ns rounding can push a child's end a nanosecond past its parent's.
 NEST_SLACK_NS = 2
@@ -195,10 +196,7 @@ def load_kineto_trace(path: str | Path) -> KinetoTrace:
     """Read a trace file written by export_chrome_trace; gzip is detected by content, not name."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        data = json.loads(raw)
+        data = json.loads(read_bytes(path))
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise KinetoTraceError(
             f"cannot read the trace: {exc}", source=str(path),

@@ -12,7 +12,6 @@ Shapes, FLOPs and bytes come from the row's benchdnn problem description (onednn
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 from collections import defaultdict
@@ -22,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from mlgauge.errors import DataError
+from mlgauge.profiler.files import read_bytes
 from mlgauge.profiler.onednn_problem import MemoryDesc, describe_problem
 
 __all__ = [
@@ -314,10 +314,8 @@ def load_onednn_log(path: str | Path) -> OneDnnLog:
     """Read a verbose log from a file (plain or gzip)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as exc:
+        raw = read_bytes(path)
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise OneDnnLogError(f"cannot read the oneDNN log: {exc}", source=str(path),
                              hint="Check the path and that the file is complete") from exc  # fmt: skip
     return parse_onednn_log(raw.decode("utf-8", errors="replace"), source=str(path))

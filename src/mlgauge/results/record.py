@@ -7,13 +7,12 @@ It knows nothing about how it will be shown or stored.
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgauge import paths
+from mlgauge.results.json_record import JsonRecord
 
 RECORD_SCHEMA = 1
 
@@ -28,7 +27,7 @@ class Metric:
 
 
 @dataclass
-class ResultRecord:
+class ResultRecord(JsonRecord):
     task: str
     benchmark: str
     dataset: str  # "synthetic" or the real dataset's name
@@ -63,21 +62,13 @@ class ResultRecord:
     def accuracy_passed(self) -> bool | None:
         return None if self.accuracy is None else bool(self.accuracy["passed"])
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def save(self, folder: Path) -> Path:
-        """Write ``record.json`` into the run's log folder, atomically (readers never see half a file)."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
-        return paths.write_text_atomic(Path(folder) / "record.json", text)
+        """Write ``record.json`` into the run's log folder."""
+        return self._write(folder, "record.json")
 
     @classmethod
     def from_dict(cls, data: dict) -> ResultRecord:
         data = dict(data)
         if data.get("metric") is not None:
             data["metric"] = Metric(**data["metric"])
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return super().from_dict(data)

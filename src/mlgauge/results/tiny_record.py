@@ -8,19 +8,18 @@ medians so a run can be re-judged later.
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgauge import paths
+from mlgauge.results.json_record import JsonRecord
 
 TINY_RECORD_SCHEMA = 1
 
 
 @dataclass
-class TinyRecord:
+class TinyRecord(JsonRecord):
     benchmark: str  # the model id: kws01, vww01, ic01, ad01
     dataset: str  # "synthetic" or the real dataset's name
     precision: str  # "int8" (post-training quantized) or "fp32"
@@ -56,18 +55,6 @@ class TinyRecord:
     def energy_uj(self) -> float | None:
         return None if self.energy is None else self.energy.get("median_uj_per_inference")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def save(self, folder: Path) -> Path:
-        """Write ``tiny_record_<benchmark>.json`` into the run's folder, atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
-        return paths.write_text_atomic(Path(folder) / f"tiny_record_{self.benchmark}.json", text)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TinyRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Write ``tiny_record_<benchmark>.json`` into the run's folder."""
+        return self._write(folder, f"tiny_record_{self.benchmark}.json")

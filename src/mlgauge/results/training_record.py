@@ -8,19 +8,18 @@ next to the headline number, so a set can be re-scored later without re-training
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlgauge import paths
+from mlgauge.results.json_record import JsonRecord
 
 TRAINING_RECORD_SCHEMA = 1
 
 
 @dataclass
-class TrainingRecord:
+class TrainingRecord(JsonRecord):
     benchmark: str  # the MLPerf log name: "resnet", "ssd", "dlrm_dcnv2"
     dataset: str  # "synthetic" or the real dataset's name
     division: str  # "closed" (the reference configuration) or "open"
@@ -45,18 +44,6 @@ class TrainingRecord:
     def converged(self) -> bool:
         return self.status == "success"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     def save(self, folder: Path) -> Path:
-        """Write ``training_record.json`` next to the log, atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
-        return paths.write_text_atomic(Path(folder) / "training_record.json", text)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainingRecord:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Write ``training_record.json`` next to the log."""
+        return self._write(folder, "training_record.json")
