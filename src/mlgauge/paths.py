@@ -59,13 +59,18 @@ def ensure_writable_dir(path: Path, what: str) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` through a temp file and a rename: readers never see half a file, and a
-    failure leaves the old file (or none) behind. Raises OSError for the caller to explain."""
+    """Write ``text`` (UTF-8) atomically: see :func:`write_bytes_atomic`."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, payload: bytes) -> Path:
+    """Write through a temp file and a rename: readers never see half a file, and a failure
+    leaves the old file (or none) behind. Raises OSError for the caller to explain."""
     path = Path(path)
     # Named per process and thread, so concurrent writers of one file never share a temp file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8", newline="")
+        tmp.write_bytes(payload)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

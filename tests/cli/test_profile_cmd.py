@@ -53,8 +53,21 @@ def test_a_training_script_is_captured_and_its_primitives_joined(capsys, tmp_pat
     dnn = summary["onednn"]
     assert dnn["attributed_fraction"] >= 0.9 and dnn["by_kind"]["convolution"]["calls"] >= 2  # fwd per step
     assert {"forward", "backward_weights"} <= set(dnn["by_direction"])
-    for name in ("trace.json", "onednn_verbose.log", "summary.json", "capture.json"):
+    # every module call is named: the conv's forward and its backward (through the autograd sequence number)
+    conv_module = summary["modules"]["Sequential.0"]
+    assert conv_module["calls"] == 2 and conv_module["forward_ms"] > 0 and conv_module["backward_ms"] > 0
+    assert summary["modules"]["Sequential.3"]["backward_ms"] > 0  # the Linear
+    total = sum(m["forward_ms"] + m["backward_ms"] for m in summary["modules"].values())
+    assert total == pytest.approx(sum(op["self_ms"] for op in summary["ops"]))
+    assert {"op": "aten::mkldnn_convolution", "calls": 2} in [{"op": r["op"], "calls": r["calls"]}
+                                                              for r in summary["shapes"]]  # fmt: skip
+    outside = sum(summary["outside_ops"].values()) / summary["profiled_ms"]
+    assert summary["coverage"] + outside == pytest.approx(1.0, abs=0.01)
+    for name in ("trace.json", "onednn_verbose.log", "summary.json", "capture.json", "trace.onednn.json.gz",
+                 "profile_record.json"):  # fmt: skip
         assert (tmp_path / "p" / name).is_file()
+    assert main(["results", "--runs", "--json"]) == 0
+    assert data["run_id"] in capsys.readouterr().out  # stored, for the report
 
 
 def test_a_script_that_fails_after_the_recorded_steps_keeps_them(capsys, tmp_path, script):
@@ -75,6 +88,36 @@ def test_a_script_that_fails_after_the_recorded_steps_keeps_them(capsys, tmp_pat
 def test_bad_commands_are_one_line(capsys, tmp_path, command, message):
     code, _, err = _profile(capsys, tmp_path, *command)
     assert code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_a_task_profile_runs_the_benchmark_training_steps(capsys, tmp_path):
+    code = main(["profile", "dlrm_dcnv2", "--variant", "tiny", "--warmup", "1", "--steps", "2",
+                 "--out", str(tmp_path / "t"), "--json"])  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["warnings"] == []
+    summary = data["summary"]
+    assert summary["steps"] == 2 and {"aten::addmm", "aten::mm"} <= {op["name"] for op in summary["ops"]}
+    assert any(name.endswith("bottom_mlp.layers.0") and m["backward_ms"] > 0 for name, m in summary["modules"].items())
+    record = json.loads((tmp_path / "t" / "profile_record.json").read_text())
+    assert record["target"] == "dlrm_dcnv2 --train --variant tiny"
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["nosuch"], "unknown task or training benchmark 'nosuch'"),
+        (["bert-99", "--train"], "bert-99 has no training benchmark to profile with --train"),
+        (["resnet", "--batch", "4"], "--batch does not apply to a train profile"),
+        (["resnet", "--variant", "huge"], "unknown resnet synthetic variant 'huge'"),
+        (["resnet", "--fused-focal-loss"], "--fused-focal-loss does not apply to resnet"),
+        (["resnet", "--bogus"], "profile resnet does not take --bogus"),
+    ],
+)
+def test_bad_task_profiles_are_one_line(capsys, tmp_path, words, message):
+    code = main(["profile", *words, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_script_that_fails_before_any_step_says_so(capsys, tmp_path, script):

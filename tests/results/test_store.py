@@ -124,7 +124,7 @@ def _scalar(engine, sql: str):
 
 def test_schema_version_is_recorded(store: ResultStore, raw) -> None:
     assert _scalar(raw, "SELECT COUNT(*) FROM mlgauge_schema") == 1
-    assert _scalar(raw, "SELECT version FROM mlgauge_schema") == SCHEMA_VERSION == 3
+    assert _scalar(raw, "SELECT version FROM mlgauge_schema") == SCHEMA_VERSION == 4
     assert _scalar(raw, "SELECT COUNT(*) FROM results") == 0
 
 

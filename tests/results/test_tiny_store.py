@@ -126,6 +126,7 @@ def test_a_database_from_before_tiny_gains_the_table(tmp_path):
     with ResultStore(path) as store:
         store.add_training(training_record(0))
     conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE profiles")
     conn.execute("DROP TABLE tiny_runs")  # what a version-2 file looks like
     conn.execute("UPDATE mlgauge_schema SET version = 2")
     conn.execute("PRAGMA user_version = 2")
@@ -135,5 +136,5 @@ def test_a_database_from_before_tiny_gains_the_table(tmp_path):
         store.add_tiny(tiny_record())
         assert len(store.query_tiny()) == 1 and len(store.query_training()) == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM mlgauge_schema").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+    assert conn.execute("SELECT version FROM mlgauge_schema").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
     conn.close()

@@ -58,6 +58,7 @@ def test_a_database_from_before_training_gains_the_table(tmp_path):
         pass
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE training_runs")  # what a version-1 file looks like
+    conn.execute("DROP TABLE profiles")
     conn.execute("DROP TABLE tiny_runs")
     conn.execute("UPDATE mlgauge_schema SET version = 1")
     conn.execute("PRAGMA user_version = 1")
@@ -67,5 +68,5 @@ def test_a_database_from_before_training_gains_the_table(tmp_path):
         store.add_training(training_record(0))
         assert len(store.query_training()) == 1
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM mlgauge_schema").fetchall() == [(SCHEMA_VERSION,)] == [(3,)]
+    assert conn.execute("SELECT version FROM mlgauge_schema").fetchall() == [(SCHEMA_VERSION,)] == [(4,)]
     conn.close()

@@ -1,4 +1,4 @@
-"""``mlgauge profile -- python script.py ...``: where a script's steps spend their time, op by op."""
+"""``mlgauge profile TASK`` / ``mlgauge profile -- python script.py ...``: where steps spend their time."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ from rich.table import Table
 
 from mlgauge import paths
 from mlgauge.cli.output import console, err_console, print_json
+from mlgauge.cli.profile_output import print_profile
 from mlgauge.errors import UsageError
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "profile",
-        help="profile a script's training steps: ops, oneDNN primitives, rooflines; 'profile diff A B' compares two",
+        help="profile a task's or a script's steps: ops, modules, oneDNN primitives, rooflines; "
+        "'profile diff A B' compares two",
+        description="mlgauge profile TASK [--train|--infer] | mlgauge profile -- python script.py [args] | "
+        "mlgauge profile diff BEFORE AFTER",
     )
     p.add_argument("--warmup", type=int, default=2, help="optimizer steps to skip first (default 2)")
     p.add_argument("--steps", type=int, default=5,
@@ -28,8 +32,11 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, help="stop the script after this many seconds")
     p.add_argument("--summary-only", action="store_true",
                    help="op times only: the lightest capture (no shapes, FLOPs, rooflines or oneDNN log)")
+    p.add_argument("--label", default="", help="a name for this profile in the results (e.g. baseline)")
+    p.add_argument("--db", help="results database: a file path or a postgresql:// URL")
     p.add_argument("--json", action="store_true")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="-- python script.py [args]")
+    p.add_argument("command", nargs=argparse.REMAINDER,
+                   help="TASK [--train|--infer], or -- python script.py [args], or diff BEFORE AFTER")  # fmt: skip
     p.set_defaults(handler=execute)
 
 
@@ -43,25 +50,113 @@ def execute(args: argparse.Namespace) -> int:
         return _diff(args)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
-        raise UsageError("what should be profiled?", hint="mlgauge profile -- python train.py --your-args")
-    out = args.out or paths.default_runs_dir() / f"profile-{new_run_id()}"
-    if not args.json:
-        err_console.print(f"Profiling {escape(' '.join(command))} ({args.warmup} warm-up + {args.steps} steps) ...")
-    capture = capture_script(
-        command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout, summary_only=args.summary_only
-    )
+        raise UsageError("what should be profiled?",
+                         hint="mlgauge profile ssd --train, or mlgauge profile -- python train.py --your-args")  # fmt: skip
+    run_id = new_run_id()
+    out = args.out or paths.default_runs_dir() / f"profile-{run_id}"
+    if args.command[0] != "--" and _is_task(command[0]):
+        capture = _capture_task(command, args, out)
+    else:
+        if not args.json:
+            err_console.print(f"Profiling {escape(' '.join(command))} ({args.warmup} warm-up + {args.steps} steps) ...")
+        capture = capture_script(command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout,
+                                 summary_only=args.summary_only)  # fmt: skip
     summary = analyze_capture(capture)
-    (capture.folder / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str))
+    paths.write_text_atomic(capture.folder / "summary.json", json.dumps(summary.to_dict(), indent=2, default=str))
     warnings = capture.warnings + summary.warnings
     found = hints(summary)
+    location = _store(capture, summary, found, warnings, run_id, args)
     if args.json:
-        print_json({"folder": str(capture.folder), "exit_code": capture.exit_code, "warnings": warnings,
+        print_json({"run_id": run_id, "folder": str(capture.folder), "database": location,
+                    "exit_code": capture.exit_code, "warnings": warnings,
                     "bottlenecks": [asdict(h) for h in found], "summary": summary.to_dict()})  # fmt: skip
         return 0 if capture.exit_code == 0 else 1
-    _print(summary, capture, warnings, args.top)
+    print_profile(summary, capture, warnings, args.top)
     for h in found[:3]:
         console.print(f"[bold]Bottleneck:[/bold] {escape(h.title)}. [dim]Try:[/dim] {escape(h.advice)}")
+    console.print(f"Stored as {run_id} in {location}: mlgauge report {run_id}")
     return 0 if capture.exit_code == 0 else 1
+
+
+def _store(capture, summary, found, warnings: list[str], run_id: str, args: argparse.Namespace) -> str:
+    """The profile as a record in the results database (and profile_record.json in its folder)."""
+    from mlgauge.profiler.peaks import machine_peaks
+    from mlgauge.results.profile_record import ProfileRecord
+    from mlgauge.results.store import open_store
+
+    record = ProfileRecord.from_summary(
+        summary.to_dict(), target=capture.target, folder=capture.folder,
+        peaks=None if capture.summary_only else machine_peaks().to_dict(),
+        bottlenecks=[asdict(h) for h in found], run_id=run_id, label=args.label, warnings=warnings,
+    )  # fmt: skip
+    record.save(capture.folder)
+    with open_store(args.db) as store:
+        store.add_profile(record)
+        return store.location
+
+
+def _is_task(word: str) -> bool:
+    return not (word.endswith(".py") or Path(word).name.startswith("python") or word.startswith("-"))
+
+
+def _capture_task(words: list[str], args: argparse.Namespace, out: Path):
+    """``TASK [--train|--infer] [task options]``; the common options may follow the task too."""
+    from mlgauge.profiler.capture import capture_task
+    from mlgauge.profiler.targets import resolve_target
+
+    parser = argparse.ArgumentParser(prog="mlgauge profile TASK", add_help=False)
+    parser.add_argument("task")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--train", dest="mode", action="store_const", const="train")
+    mode.add_argument("--infer", dest="mode", action="store_const", const="infer")
+    parser.add_argument("--variant", help="training stand-in variant: default or tiny")
+    parser.add_argument("--global-batch-size", type=int)
+    parser.add_argument("--fused-focal-loss", action="store_true", default=None)
+    parser.add_argument("--batch", type=int, help="inference batch size (default 32)")
+    parser.add_argument("--threads", type=int, help="inference threads (default: one per core)")
+    for flag, kind in (("--warmup", int), ("--steps", int), ("--out", Path), ("--top", int), ("--timeout", float)):
+        parser.add_argument(flag, type=kind, default=getattr(args, flag[2:]))
+    parser.add_argument("--summary-only", action="store_true", default=args.summary_only)
+    parser.add_argument("--json", action="store_true", default=args.json)
+    own, unknown = parser.parse_known_args(words)
+    if unknown:
+        raise UsageError(f"profile {own.task} does not take {' '.join(unknown)}",
+                         hint="See mlgauge profile --help; script arguments go after --: "
+                              "mlgauge profile -- python x.py ARGS")  # fmt: skip
+    for key in ("warmup", "steps", "out", "top", "timeout", "summary_only", "json"):
+        setattr(args, key, getattr(own, key))
+    target = resolve_target(own.task, own.mode)
+    options = {"variant": own.variant, "global_batch_size": own.global_batch_size,
+               "fused_focal_loss": own.fused_focal_loss} if target.mode == "train" else \
+              {"batch": own.batch, "threads": own.threads}  # fmt: skip
+    given = [k for k, v in vars(own).items() if v is not None and k not in options
+             and k in ("variant", "global_batch_size", "fused_focal_loss", "batch", "threads")]  # fmt: skip
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(f"{flag} does not apply to a {target.mode} profile", hint=f"Leave {flag} out")
+    _check_target(target, options, args.json)
+    if not args.json:
+        err_console.print(f"Profiling {escape(target.label)} ({args.warmup} warm-up + {args.steps} steps) ...")
+    return capture_task(target, args.out or out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout,
+                        summary_only=args.summary_only, options=options)  # fmt: skip
+
+
+def _check_target(target, options: dict, quiet: bool) -> None:
+    """What can fail before the child starts: options the benchmark does not take, an unprepared task."""
+    from mlgauge.cli.output import prepare_with_progress
+
+    if target.mode == "train":
+        from mlgauge.training.benchmarks import benchmark_class
+        from mlgauge.training.session import check_options
+
+        given = {k: v for k, v in options.items() if v is not None and k != "variant"}
+        check_options(benchmark_class(target.name), target.name, given)
+        benchmark_class(target.name)(None, variant=options["variant"] or "default", **given)
+    else:
+        from mlgauge.tasks import get_task
+
+        if not get_task(target.name).is_prepared():
+            prepare_with_progress(target.name, quiet)
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -94,38 +189,3 @@ def _diff(args: argparse.Namespace) -> int:
                       f"[{colour}]{op.change_ms:+.2f}[/{colour}]")  # fmt: skip
     console.print(table)
     return 0
-
-
-def _print(summary, capture, warnings: list[str], top: int) -> None:
-    steps = f"{summary.steps} steps of {summary.step_ms:.1f} ms" if summary.steps else "the whole script"
-    console.print(f"Profiled {steps}; {summary.coverage:.1%} of that time inside named PyTorch ops.")
-    table = Table(title="Top ops by self time", title_justify="left")
-    for col in ("Op", "Calls", "Self ms", "Share", "Bound", "GFLOP/s", "GB/s", "Efficiency"):
-        table.add_column(col, justify="left" if col in ("Op", "Bound") else "right")
-    for r in summary.ops[:top]:
-        table.add_row(
-            escape(r.name), str(r.calls), f"{r.self_ms:.2f}", f"{r.share:.1%}", r.bound or "-",
-            f"{r.achieved_gflops:.1f}" if r.achieved_gflops is not None else "-",
-            f"{r.achieved_gbs:.1f}" if r.achieved_gbs is not None else "-",
-            f"{r.efficiency:.0%}" if r.efficiency is not None else "-",
-        )  # fmt: skip
-    console.print(table)
-    if summary.regions:
-        profiled = summary.profiled_ms or 1.0
-        parts = ", ".join(f"{escape(name)} {v['ms']:.2f} ms ({v['ms'] / profiled:.1%})" for name, v in list(summary.regions.items())[:8])
-        console.print(f"Named regions (record_function): {parts}")
-    dnn = summary.onednn
-    if dnn:
-        kinds = ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in list(dnn["by_kind"].items())[:6])
-        dirs = ", ".join(f"{k} {v['ms']:.2f} ms" for k, v in dnn["by_direction"].items())
-        console.print(f"oneDNN {escape(str(dnn['version']))}: {dnn['total_ms']:.2f} ms in primitives: {escape(kinds)}")
-        console.print(f"  by direction: {escape(dirs)}")
-        reorder_ms = dnn["reorder_ms"]
-        if reorder_ms:
-            console.print(f"  reorders (memory-format conversions): {reorder_ms:.2f} ms, "
-                          f"{reorder_ms / dnn['total_ms']:.0%} of oneDNN time")  # fmt: skip
-        if "attributed_fraction" in dnn:
-            console.print(f"  {dnn['attributed_fraction']:.0%} of primitive time attributed to the ops that issued it")
-    for warning in warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"Trace (Chrome/Perfetto): {capture.trace_path}; oneDNN log: {capture.onednn_path}")

@@ -39,6 +39,7 @@ def execute(args: argparse.Namespace) -> int:
         records = store.query(run_ids=run_ids)
         training = [t for run in run_ids for t in store.query_training(run_id=run)]
         tiny = [t for run in run_ids for t in store.query_tiny(run_id=run)]
+        profiles = [p for run in run_ids for p in store.query_profiles(run_id=run)]
         baseline_ids = resolve_runs(store, args.baseline, "--baseline") if args.baseline else []
         baseline = store.query(run_ids=baseline_ids) if baseline_ids else []
         source = store.location
@@ -48,12 +49,13 @@ def execute(args: argparse.Namespace) -> int:
 
         comparison = compare(baseline, records).to_dict()
     title = args.title or f"mlgauge report: {', '.join(run_ids)}"
-    data = ReportData(records, title, source, run_ids, comparison, baseline_ids, training, tiny)
+    data = ReportData(records, title, source, run_ids, comparison, baseline_ids, training, tiny, profiles)
     out = write_report(args.output or Path(f"report-{run_ids[0]}.html"), render_report(data))
     if args.json:
-        counts = {"records": len(records), "training_runs": len(training), "tiny_runs": len(tiny)}
+        counts = {"records": len(records), "training_runs": len(training), "tiny_runs": len(tiny),
+                  "profiles": len(profiles)}  # fmt: skip
         print_json({"report": str(out), "runs": run_ids, "baseline": baseline_ids, **counts})
     else:
-        total = len(records) + len(training) + len(tiny)
+        total = len(records) + len(training) + len(tiny) + len(profiles)
         console.print(f"Report of {total} records from {len(run_ids)} run(s): {out}")
     return 0

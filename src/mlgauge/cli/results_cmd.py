@@ -105,9 +105,10 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _all_runs(store, limit: int) -> list[dict]:
-    """Inference runs, training sets and MLPerf Tiny runs, newest first, each marked with its kind."""
+    """Inference runs, training sets, MLPerf Tiny runs and profiles, newest first, each marked with its kind."""
     every = [{**r, "kind": "inference"} for r in store.runs(limit=limit)]
-    for kind, sets in (("training", store.training_sets), ("tiny", store.tiny_sets)):
+    kinds = (("training", store.training_sets), ("tiny", store.tiny_sets), ("profile", store.profile_sets))
+    for kind, sets in kinds:
         every += [{**r, "tasks": [], "scenarios": [], "kind": kind} for r in sets(limit=limit)]
     every.sort(key=lambda r: r["created_at"] or "", reverse=True)
     return every[:limit]

@@ -17,10 +17,13 @@ from pathlib import Path
 
 from mlgauge import paths
 from mlgauge.errors import RunError, UsageError
+from mlgauge.profiler import task_steps
 from mlgauge.profiler.child import STATUS, TRACE
+from mlgauge.profiler.targets import Target
 
 ONEDNN_LOG = "onednn_verbose.log"
 STDERR = "stderr.log"
+MERGED_TRACE = "trace.onednn.json.gz"
 VERBOSE_ENV = {"ONEDNN_VERBOSE": "1", "ONEDNN_VERBOSE_TIMESTAMP": "1"}
 
 
@@ -32,6 +35,7 @@ class Capture:
     status: dict  # the child's capture.json: steps seen and recorded, error, trace written
     summary_only: bool = False
     warnings: list[str] = field(default_factory=list)
+    target: str = ""  # what was profiled, for people: "ssd --train" or the script's command line
 
     @property
     def trace_path(self) -> Path:
@@ -40,6 +44,11 @@ class Capture:
     @property
     def onednn_path(self) -> Path:
         return self.folder / ONEDNN_LOG
+
+    @property
+    def merged_trace_path(self) -> Path:
+        """The trace with the oneDNN primitives merged in (written by the analysis)."""
+        return self.folder / MERGED_TRACE
 
 
 def _script(command: list[str]) -> list[str]:
@@ -66,13 +75,42 @@ def capture_script(
     summary_only: bool = False,
 ) -> Capture:
     """``summary_only``: op times alone, the lightest capture (no input shapes, so no FLOPs or
-    rooflines, and no oneDNN verbose log)."""
+    rooflines, no module names, and no oneDNN verbose log)."""
     script = _script(command)
+    return _capture(script, out_dir, warmup, steps, timeout_s, summary_only, " ".join(["python", *script]))
+
+
+def capture_task(
+    target: Target,
+    out_dir: Path,
+    *,
+    warmup: int = 2,
+    steps: int = 5,
+    timeout_s: float | None = None,
+    summary_only: bool = False,
+    options: dict | None = None,
+) -> Capture:
+    """Profile a task's own loop (``python -m mlgauge.profiler.task_steps``): ``options`` are task_steps.py's flags
+    without dashes (variant, global_batch_size, fused_focal_loss for training; batch, threads for
+    inference); None values are left out."""
+    if steps < 1:
+        raise UsageError("a task profile records at least one step", hint="Use --steps 1 or more")
+    flags = [f"--{target.mode}", target.name, "--steps", str(warmup + steps)]
+    for key, value in (options or {}).items():
+        if value is None or value is False:
+            continue
+        flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    label = " ".join([target.label, *flags[4:]])
+    return _capture(["-m", task_steps.__name__, *flags], out_dir, warmup, steps, timeout_s, summary_only, label)
+
+
+def _capture(script: list[str], out_dir: Path, warmup: int, steps: int, timeout_s: float | None,
+             summary_only: bool, target: str) -> Capture:  # fmt: skip
     if warmup < 0 or steps < 0:
         raise UsageError("--warmup and --steps must be 0 or more", hint="For example --warmup 2 --steps 5")
     folder = paths.ensure_writable_dir(out_dir, "profile output")
     child = [sys.executable, "-m", "mlgauge.profiler.child", str(folder),
-             "--warmup", str(warmup), "--steps", str(steps), *(["--no-shapes"] if summary_only else []),
+             "--warmup", str(warmup), "--steps", str(steps), *(["--summary-only"] if summary_only else []),
              "--", *script]  # fmt: skip
     env = os.environ | ({} if summary_only else VERBOSE_ENV)
     try:
@@ -83,7 +121,7 @@ def capture_script(
             f"the profiled script ran past {timeout_s:g} s", hint="Profile fewer steps, or raise --timeout"
         ) from None
     status = _status(folder)
-    capture = Capture(folder, script, done.returncode, status, summary_only)
+    capture = Capture(folder, script, done.returncode, status, summary_only, target=target)
     if done.returncode != 0:
         last = status.get("error") or _last_line(folder / STDERR)
         capture.warnings.append(f"the script failed (exit code {done.returncode}): {last}")

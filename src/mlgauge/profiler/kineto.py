@@ -9,7 +9,6 @@ CPU events on a thread are properly nested (a callee ends before its caller).
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from bisect import bisect_right
@@ -192,19 +191,31 @@ def parse_kineto_trace(data: dict | list, source: str = "<trace>") -> KinetoTrac
     return KinetoTrace(base, events, skipped, warnings, meta)
 
 
-def load_kineto_trace(path: str | Path) -> KinetoTrace:
-    """Read a trace file written by export_chrome_trace; gzip is detected by content, not name."""
+def read_trace_json(path: str | Path) -> dict:
+    """A trace file's JSON in object form (a bare event array is wrapped); gzip is detected by content."""
     path = Path(path)
     try:
         data = json.loads(read_bytes(path))
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise KinetoTraceError(
             f"cannot read the trace: {exc}", source=str(path),
             hint="Check the path and that the file was written completely",
         ) from exc  # fmt: skip
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise KinetoTraceError(
             f"the trace is not valid JSON ({exc})", source=str(path),
             hint="The file may be truncated; export the trace again",
         ) from exc  # fmt: skip
-    return parse_kineto_trace(data, source=str(path))
+    if isinstance(data, list):
+        data = {"traceEvents": data}
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        raise KinetoTraceError(
+            "the trace has no traceEvents list", source=str(path),
+            hint="Pass the JSON written by torch.profiler's export_chrome_trace",
+        )  # fmt: skip
+    return data
+
+
+def load_kineto_trace(path: str | Path) -> KinetoTrace:
+    """Read a trace file written by export_chrome_trace."""
+    return parse_kineto_trace(read_trace_json(path), source=str(path))

@@ -50,7 +50,7 @@ class _Plan:
 
 _FULL = _Plan(probe=256, sizes=(512, 1024, 2048), call_budget_s=0.3, repeats=5, stream_repeats=10,
               array_bytes=None)  # fmt: skip
-_QUICK = _Plan(probe=128, sizes=(256,), call_budget_s=0.05, repeats=1, stream_repeats=2,
+_QUICK = _Plan(probe=128, sizes=(256,), call_budget_s=0.05, repeats=3, stream_repeats=3,
                array_bytes=8 * _MIB)  # fmt: skip
 
 

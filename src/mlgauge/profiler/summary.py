@@ -13,8 +13,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from mlgauge.profiler.attribute import AttributionResult
+from mlgauge.profiler.breakdown import by_module, by_shape, outside_ops, self_times
 from mlgauge.profiler.costs import event_cost
 from mlgauge.profiler.kineto import KinetoTrace, TraceEvent
+from mlgauge.profiler.modules import PREFIX
 from mlgauge.profiler.onednn import OneDnnLog, tally
 from mlgauge.profiler.peaks import MachinePeaks
 from mlgauge.profiler.roofline import roofline
@@ -46,8 +48,12 @@ class ProfileSummary:
     op_ms: float  # of which inside top-level ops
     ops: list[OpRow]
     regions: dict = field(default_factory=dict)  # record_function name -> {"calls", "ms"} inside the steps
+    modules: dict = field(default_factory=dict)  # module path -> {"calls", "forward_ms", "backward_ms"}
+    shapes: list = field(default_factory=list)  # {"op", "dims", "calls", "ms"}: self time by input shapes
+    outside_ops: dict = field(default_factory=dict)  # step time between ops, by what it was inside (ms)
     onednn: dict = field(default_factory=dict)  # by_kind, by_direction, by_implementation, reorders, attributed
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts worth knowing that are not problems
 
     @property
     def coverage(self) -> float:
@@ -88,7 +94,8 @@ def summarize(
     else:
         start, end = trace.window_ns
         profiled_ms = (end - start) / 1e6
-    rows = _op_rows(ops, trace, peaks)
+    self_ns = self_times(ops, trace)
+    rows = _op_rows(ops, trace, self_ns, peaks)
     total_self = sum(r.self_ms for r in rows) or 1.0
     for r in rows:
         r.share = r.self_ms / total_self
@@ -99,6 +106,9 @@ def summarize(
         op_ms=_top_level_ms(ops, trace),
         ops=rows,  # all of them: a diff must not mistake an op that left the top list for a vanished one
         regions=_regions(trace, windows),
+        modules=by_module(ops, trace, self_ns, _spans(trace, windows, modules=True)),
+        shapes=by_shape(ops, self_ns),
+        outside_ops=outside_ops(trace, windows),
         warnings=list(trace.warnings),
     )
     if log is not None:
@@ -107,23 +117,24 @@ def summarize(
     return summary
 
 
-def _regions(trace: KinetoTrace, windows: list[TraceEvent]) -> dict:
-    """Time in each record_function region (a loss, a module) inside the steps, largest first."""
-    spans = [
+def _spans(trace: KinetoTrace, windows: list[TraceEvent], *, modules: bool) -> list[TraceEvent]:
+    """record_function spans inside the steps: the module spans, or the others (a loss, a phase)."""
+    return [
         e for e in trace.events
         if e.category == "user_annotation" and not _STEP.match(e.name) and _inside(e, windows)
-        and not e.name.startswith("Optimizer.")
+        and not e.name.startswith("Optimizer.") and e.name.startswith(PREFIX) == modules
     ]  # fmt: skip
-    buckets = tally((e.name, e.duration_ns / 1e6) for e in spans)
+
+
+def _regions(trace: KinetoTrace, windows: list[TraceEvent]) -> dict:
+    """Time in each record_function region (a loss, a phase) inside the steps, largest first."""
+    buckets = tally((e.name, e.duration_ns / 1e6) for e in _spans(trace, windows, modules=False))
     return {name: {"calls": b.calls, "ms": b.time_ms} for name, b in buckets.items()}
 
 
-def _op_rows(ops: list[TraceEvent], trace: KinetoTrace, peaks: MachinePeaks | None) -> list[OpRow]:
-    children: dict[int, int] = defaultdict(int)
-    for e in ops:
-        parent = trace.parent_of(e)
-        if parent is not None and parent.category == "cpu_op":
-            children[parent.index] += e.duration_ns
+def _op_rows(
+    ops: list[TraceEvent], trace: KinetoTrace, self_ns: dict[int, int], peaks: MachinePeaks | None
+) -> list[OpRow]:
     by_name: dict[str, dict] = defaultdict(lambda: {"calls": 0, "self": 0, "flops": 0.0, "bytes": 0.0, "ns": 0})
     costs = {e.index: cost for e in ops if (cost := event_cost(e.name, e.args)) is not None}
     # A cost goes to the innermost op that has one (linear -> addmm: addmm), whose inclusive time is the work.
@@ -131,7 +142,7 @@ def _op_rows(ops: list[TraceEvent], trace: KinetoTrace, peaks: MachinePeaks | No
     for e in ops:
         row = by_name[e.name]
         row["calls"] += 1
-        row["self"] += max(0, e.duration_ns - children[e.index])
+        row["self"] += self_ns[e.index]
         cost = costs.get(e.index)
         if cost is None or e.index in outer:
             continue

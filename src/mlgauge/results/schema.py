@@ -170,6 +170,31 @@ MIGRATIONS: list[Migration] = [
             *_postgresql_append_only("tiny_runs"),
         ),
     ),
+    # Profiles (where a step's time goes, op by op): their own table, the same append-only guard.
+    Migration(
+        statements=(
+            """CREATE TABLE profiles (
+                id INTEGER PRIMARY KEY,
+                record_id TEXT UNIQUE NOT NULL,
+                run_id TEXT,
+                created_at TEXT,
+                target TEXT,
+                label TEXT,
+                steps INTEGER,
+                step_ms REAL,
+                coverage REAL,
+                folder TEXT,
+                record_json TEXT NOT NULL
+            )""",
+            "CREATE INDEX profiles_run_id ON profiles (run_id)",
+        ),
+        sqlite=_sqlite_append_only("profiles"),
+        postgresql=(
+            *_postgresql_serial("profiles"),
+            # mlgauge_results_append_only() comes from the first migration.
+            *_postgresql_append_only("profiles"),
+        ),
+    ),
 ]
 
 SCHEMA_VERSION: int = len(MIGRATIONS)
@@ -194,6 +219,11 @@ TINY_COLUMNS = (
     "accuracy_value", "accuracy_passed", "inferences_per_s", "energy_uj", "record_json",
 )  # fmt: skip
 TINY_RUNS = table("tiny_runs", column("id"), *(column(c) for c in TINY_COLUMNS))
+PROFILE_COLUMNS = (
+    "record_id", "run_id", "created_at", "target", "label", "steps", "step_ms", "coverage", "folder",
+    "record_json",
+)  # fmt: skip
+PROFILES = table("profiles", column("id"), *(column(c) for c in PROFILE_COLUMNS))
 _schema = table(_VERSION_TABLE, column("version"))
 
 

@@ -11,10 +11,13 @@ RUNS_HINT = "List the stored runs with 'mlgauge results --runs'"
 
 
 def _nth_run(store, n: int, spec: str) -> str:
-    # Inference runs, training sets and Tiny runs, newest first; each list may also hold one
-    # group of records stored without a run id, which is skipped, and a run id found in two
+    # Inference runs, training sets, Tiny runs and profiles, newest first; each list may also hold
+    # one group of records stored without a run id, which is skipped, and a run id found in two
     # tables counts once.
-    every = [*store.runs(limit=n + 3), *store.training_sets(limit=n + 3), *store.tiny_sets(limit=n + 3)]
+    every = [
+        *store.runs(limit=n + 3), *store.training_sets(limit=n + 3), *store.tiny_sets(limit=n + 3),
+        *store.profile_sets(limit=n + 3),
+    ]  # fmt: skip
     every.sort(key=lambda r: r["created_at"] or "", reverse=True)
     runs = list(dict.fromkeys(r["run_id"] for r in every if r["run_id"]))
     if n >= len(runs):
@@ -37,7 +40,10 @@ def resolve_runs(store, spec: str, side: str = "") -> list[str]:
         last = _LAST.fullmatch(part)
         if last:
             ids.append(_nth_run(store, int(last.group(1) or 0), part))
-        elif not any(find(run_id=part, limit=1) for find in (store.query, store.query_training, store.query_tiny)):
+        elif not any(
+            find(run_id=part, limit=1)
+            for find in (store.query, store.query_training, store.query_tiny, store.query_profiles)
+        ):
             raise UsageError(f"unknown run id '{part}'{where}", hint=RUNS_HINT)
         else:
             ids.append(part)

@@ -21,8 +21,10 @@ from sqlalchemy.sql import ColumnElement, Select, TableClause
 from mlgauge import paths
 from mlgauge.errors import OutputError, UsageError
 from mlgauge.results.location import Database, is_database_url, mask_password
+from mlgauge.results.profile_record import ProfileRecord
 from mlgauge.results.record import ResultRecord
 from mlgauge.results.schema import MIGRATIONS, SCHEMA_VERSION, Migration, prepare
+from mlgauge.results.schema import PROFILES as _profiles
 from mlgauge.results.schema import RESULTS as _results
 from mlgauge.results.schema import TINY_RUNS as _tiny
 from mlgauge.results.schema import TRAINING_RUNS as _training
@@ -87,6 +89,17 @@ def _tiny_row(record: TinyRecord) -> dict[str, object]:
     }
 
 
+def _profile_row(record: ProfileRecord) -> dict[str, object]:
+    plain = ("record_id", "run_id", "created_at", "target", "label", "folder")
+    step_ms = record.step_ms
+    return {name: getattr(record, name) for name in plain} | {
+        "steps": int(record.steps),
+        "step_ms": None if step_ms is None else float(step_ms),
+        "coverage": float(record.coverage),
+        "record_json": record.to_json(),
+    }
+
+
 class ResultStore:
     """An append-only store of :class:`ResultRecord` in a SQLite file or a PostgreSQL database.
 
@@ -126,6 +139,10 @@ class ResultStore:
     def add_tiny(self, record: TinyRecord) -> None:
         """Store one MLPerf Tiny run (one benchmark on one device), all or nothing."""
         self._insert(_tiny, [_tiny_row(record)])
+
+    def add_profile(self, record: ProfileRecord) -> None:
+        """Store one profile (its summary, peaks and bottlenecks), all or nothing."""
+        self._insert(_profiles, [_profile_row(record)])
 
     def _insert(self, into, rows: list[dict[str, object]]) -> None:
         if not rows:
@@ -212,29 +229,34 @@ class ResultStore:
         self, *, run_id: str | None = None, benchmark: str | None = None, limit: int | None = None
     ) -> list[TrainingRecord]:
         """Training runs matching the filters, in the order they were stored (a set's run order)."""
-        return self._query_runs(_training, TrainingRecord, "training", run_id, benchmark, limit)
+        filters = {"run_id": run_id, "benchmark": benchmark}
+        return self._query_runs(_training, TrainingRecord, "training", limit, **filters)
 
     def query_tiny(
         self, *, run_id: str | None = None, benchmark: str | None = None, limit: int | None = None
     ) -> list[TinyRecord]:
         """MLPerf Tiny runs matching the filters, in the order they were stored."""
-        return self._query_runs(_tiny, TinyRecord, "tiny", run_id, benchmark, limit)
+        return self._query_runs(_tiny, TinyRecord, "tiny", limit, run_id=run_id, benchmark=benchmark)
+
+    def query_profiles(
+        self, *, run_id: str | None = None, target: str | None = None, limit: int | None = None
+    ) -> list[ProfileRecord]:
+        """Profiles matching the filters, in the order they were stored."""
+        return self._query_runs(_profiles, ProfileRecord, "profile", limit, run_id=run_id, target=target)
 
     def _query_runs(
         self,
         of: TableClause,
-        kind: type[TrainingRecord] | type[TinyRecord],
+        kind: type[TrainingRecord] | type[TinyRecord] | type[ProfileRecord],
         name: str,
-        run_id: str | None,
-        benchmark: str | None,
         limit: int | None,
+        **filters: str | None,
     ) -> list:
         c = of.c
         statement = select(c.record_json)
-        if run_id is not None:
-            statement = statement.where(c.run_id == run_id)
-        if benchmark is not None:
-            statement = statement.where(c.benchmark == benchmark)
+        for column, value in filters.items():
+            if value is not None:
+                statement = statement.where(c[column] == value)
         statement = statement.order_by(c.id)
         if limit is not None:
             statement = statement.limit(max(0, int(limit)))
@@ -254,6 +276,10 @@ class ResultStore:
     def tiny_sets(self, limit: int = 20) -> list[dict]:
         """One summary per MLPerf Tiny run id, newest first: ``run_id``, ``created_at`` (its first record), ``n``."""
         return self._sets(_tiny, limit)
+
+    def profile_sets(self, limit: int = 20) -> list[dict]:
+        """One summary per profile run id, newest first: ``run_id``, ``created_at`` (its first), ``n``."""
+        return self._sets(_profiles, limit)
 
     def _sets(self, of: TableClause, limit: int) -> list[dict]:
         first = func.min(self._created_at(of)).label("first_at")

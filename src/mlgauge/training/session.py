@@ -78,7 +78,7 @@ def plan_training(
     if dataset is not None and not Path(dataset).is_dir():
         raise UsageError(f"dataset folder {dataset} does not exist", hint="Check the --dataset path")
     bench_class = benchmark_class(benchmark)
-    _check_options(bench_class, benchmark, options)
+    check_options(bench_class, benchmark, options)
     bench = bench_class(dataset, variant=variant, **options)
     count = bench.rule.runs_per_set if runs is None else runs
     if count < 1:
@@ -99,7 +99,7 @@ def plan_training(
     )  # fmt: skip
 
 
-def _check_options(bench_class: type, benchmark: str, options: dict) -> None:
+def check_options(bench_class: type, benchmark: str, options: dict) -> None:
     accepted = inspect.signature(bench_class).parameters
     for name in options:
         if name not in accepted:

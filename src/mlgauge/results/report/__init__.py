@@ -56,7 +56,7 @@ def render_report(data: ReportData) -> str:
     return env.get_template("report.html.j2").render(
         title=data.title,
         run_ids=data.run_ids,
-        record_count=len(data.records) + len(data.training) + len(data.tiny),
+        record_count=len(data.records) + len(data.training) + len(data.tiny) + len(data.profiles),
         source=data.source,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,

@@ -24,7 +24,7 @@ BANDS = (("min", "p50", "min-p50"), ("p50", "p90", "p50-p90"), ("p90", "p99", "p
 _BAND_COLOURS = ("#9ecae1", "#4292c6", "#08519c", "#e6550d")
 # Plotly's default sequence, fixed here so one configuration keeps its colour in every panel.
 _SERIES_COLOURS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880")
-_LAYOUT = {
+LAYOUT = {
     "template": "plotly_white",
     "margin": {"l": 60, "r": 20, "t": 50, "b": 60},
     "height": 380,
@@ -49,9 +49,9 @@ def to_json(fig: go.Figure) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _figure(title: str, **layout) -> go.Figure:
+def figure(title: str, **layout) -> go.Figure:
     fig = go.Figure()
-    fig.update_layout(title={"text": html.escape(title)}, **{**_LAYOUT, **layout})
+    fig.update_layout(title={"text": html.escape(title)}, **{**LAYOUT, **layout})
     return fig
 
 
@@ -60,7 +60,7 @@ def percentile_curves(records: list[ResultRecord]) -> go.Figure | None:
     runs = [r for r in records if r.latency_ns]
     if not runs:
         return None
-    fig = _figure("Latency percentile curves", yaxis={"type": "log", "title": {"text": "latency (ms)"}})
+    fig = figure("Latency percentile curves", yaxis={"type": "log", "title": {"text": "latency (ms)"}})
     for r in runs:
         points = [(p, r.latency_ns[p] / 1e6) for p in PERCENTILES if r.latency_ns.get(p) is not None]
         fig.add_trace(
@@ -81,7 +81,7 @@ def latency_bands(records: list[ResultRecord]) -> go.Figure | None:
     runs = [r for r in records if all(r.latency_ns.get(k) is not None for k in ("min", "p50", "p90", "p99", "max"))]
     if not runs:
         return None
-    fig = _figure(
+    fig = figure(
         "Latency distribution (quantile bands)",
         barmode="overlay",  # each bar carries its own base, so bands sit end to end
         xaxis={"type": "log", "title": {"text": "latency (ms)"}},
@@ -111,7 +111,7 @@ def by_backend(records: list[ResultRecord], scenarios: tuple[str, ...], title: s
     runs = [r for r in records if r.scenario in scenarios and r.metric is not None]
     if not runs:
         return None
-    fig = _figure(title, barmode="group", yaxis={"title": {"text": axis}})
+    fig = figure(title, barmode="group", yaxis={"title": {"text": axis}})
     groups: dict[str, list[ResultRecord]] = {}
     for r in runs:
         name = r.backend if r.precision == "fp32" else f"{r.backend} {r.precision}"
@@ -135,7 +135,7 @@ def accuracy_vs_target(records: list[ResultRecord]) -> go.Figure | None:
     runs = [r for r in records if r.accuracy and r.accuracy.get("target", {}).get("threshold")]
     if not runs:
         return None
-    fig = _figure("Accuracy relative to target", yaxis={"title": {"text": "% of the target threshold"}})
+    fig = figure("Accuracy relative to target", yaxis={"title": {"text": "% of the target threshold"}})
     fig.add_trace(
         go.Bar(
             x=[label(r) for r in runs],
@@ -166,7 +166,7 @@ def comparison_changes(rows: list[dict]) -> go.Figure | None:
     rows = [r for r in rows if r.get("ratio")]
     if not rows:
         return None
-    fig = _figure(
+    fig = figure(
         "Change from the baseline (times better; above 1 is better)",
         yaxis={"type": "log", "title": {"text": "× better than the baseline"}},
         xaxis={"tickangle": -30},
@@ -201,7 +201,7 @@ def training_curves(runs: list, x: str, title: str, axis: str) -> go.Figure | No
     runs = [r for r in runs if r.evals]
     if not runs:
         return None
-    fig = _figure(title, xaxis={"title": {"text": axis}}, yaxis={"title": {"text": html.escape(runs[0].quality["metric"])}})
+    fig = figure(title, xaxis={"title": {"text": axis}}, yaxis={"title": {"text": html.escape(runs[0].quality["metric"])}})
     for r in runs:
         name = html.escape(f"{r.benchmark} run {r.run_index} (seed {r.seed}, {r.status})")
         fig.add_trace(
@@ -241,7 +241,7 @@ def tiny_windows(records: list[TinyRecord]) -> go.Figure | None:
     fig.update_layout(
         title={"text": "Inferences/s of each timed window (MLPerf Tiny)"},
         boxmode="group",
-        **{**_LAYOUT, "margin": {**_LAYOUT["margin"], "t": 90}},  # room for the panel titles under it
+        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 90}},  # room for the panel titles under it
     )
     fig.update_yaxes(title={"text": "inferences/s"}, col=1)
     # Runs compared in one report stay apart rather than pooling their windows.
@@ -272,6 +272,8 @@ def tiny_windows(records: list[TinyRecord]) -> go.Figure | None:
     return fig
 
 
+# A breakdown shows this many parts and sums the rest into "other": past a dozen bars the small
+# ones are unreadable and only their total matters.
 def figure_payload(fig: go.Figure) -> str:
     """JSON for one chart, checked to parse back (a broken figure fails here, not in a browser)."""
     text = to_json(fig)

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from markupsafe import Markup
 
 from mlgauge.results import score as scoring
+from mlgauge.results.profile_record import ProfileRecord
 from mlgauge.results.record import ResultRecord
-from mlgauge.results.report import charts
+from mlgauge.results.report import charts, profile_charts
 from mlgauge.results.tiny_record import TinyRecord
 from mlgauge.results.training_record import TrainingRecord
 from mlgauge.results.units import format_repeats
@@ -27,6 +28,7 @@ class ReportData:
     baseline_ids: list[str] = field(default_factory=list)
     training: list[TrainingRecord] = field(default_factory=list)  # time-to-train runs, in set order
     tiny: list[TinyRecord] = field(default_factory=list)  # MLPerf Tiny runs, in stored order
+    profiles: list[ProfileRecord] = field(default_factory=list)  # profiles, in stored order
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def _normal(records: list[ResultRecord]) -> list[ResultRecord]:
 
 def system_view(data: ReportData, canvas: Canvas) -> Section | None:
     systems: dict[tuple, dict] = {}
-    for r in [*data.records, *data.training, *data.tiny]:
+    for r in [*data.records, *data.training, *data.tiny, *data.profiles]:
         s = r.system
         key = (s.get("hostname"), s.get("cpu_model"), s.get("os"))
         entry = systems.setdefault(key, {"system": s, "backends": {}})
@@ -218,6 +220,43 @@ def tiny_view(data: ReportData, canvas: Canvas) -> Section | None:
     return Section("tiny", "MLPerf Tiny", table + canvas.chart(charts.tiny_windows(data.tiny)))
 
 
+TOP_OPS = 15  # op rows in a profile's table, as `mlgauge profile` prints by default
+TOP_DETAIL = 10  # rows of the shape and replay tables
+
+
+def profile_rows(p: ProfileRecord, top: int = TOP_OPS) -> list[dict]:
+    """The ``top`` ops by self time, calls and time per step (per run when the whole run was recorded)."""
+    return [
+        {"name": r["name"], "calls": p.per_step(r.get("calls") or 0),
+         "self_ms": p.per_step(r.get("self_ms") or 0.0), "share": r.get("share"), "bound": r.get("bound"),
+         "gflops": r.get("achieved_gflops"), "gbs": r.get("achieved_gbs"), "efficiency": r.get("efficiency")}
+        for r in p.ops[:top]
+    ]  # fmt: skip
+
+
+def _profile_body(p: ProfileRecord, canvas: Canvas) -> Markup:
+    summary = p.summary
+    shapes = sorted(summary.get("shapes") or [], key=lambda s: s.get("ms") or 0.0, reverse=True)[:TOP_DETAIL]
+    replay = summary.get("replay") or {}
+    drawn = (profile_charts.profile_ops, profile_charts.profile_onednn, profile_charts.profile_modules,
+             profile_charts.profile_roofline)
+    return canvas.render(
+        "profile.html.j2", p=p, rows=profile_rows(p), dnn=summary.get("onednn") or {},
+        regions=sorted((summary.get("regions") or {}).items(), key=lambda kv: kv[1].get("ms") or 0.0,
+                       reverse=True)[:TOP_DETAIL],
+        shapes=shapes, replay=replay,
+        replay_rows=[r for r in replay.get("rows") or [] if isinstance(r, dict)][:TOP_DETAIL],
+        unplaced=len([r for r in p.ops if r.get("costed_ms")]) - len(p.roofline_ops()),
+        charts=Markup("").join(canvas.chart(draw(p)) for draw in drawn),
+    )  # fmt: skip
+
+
+def profile_view(data: ReportData, canvas: Canvas) -> Section | None:
+    if not data.profiles:
+        return None
+    return Section("profiles", "Profiles", Markup("").join(_profile_body(p, canvas) for p in data.profiles))
+
+
 for _name, _view in (
     ("system", system_view),
     ("score", score_view),
@@ -225,6 +264,8 @@ for _name, _view in (
     ("comparison", comparison_view),
     ("training", training_view),
     ("tiny", tiny_view),
+    # Not "profile": that name is the plug-in example in the report tests.
+    ("profiles", profile_view),
     ("latency", latency_view),
     ("throughput", throughput_view),
     ("accuracy", accuracy_view),
