@@ -23,6 +23,30 @@ from mlgauge.training.benchmarks.object_detection import SYNTHETIC, ObjectDetect
 from mlgauge.training.loop import Parallel
 
 
+def build(classes: int = NUM_CLASSES, variant: str = "default", fused: bool = False):
+    """One training step of the model, as a function; each call takes the next batch."""
+    bench = ObjectDetection(variant=variant, fused_focal_loss=fused)
+    config = SYNTHETIC[variant]
+    bench.source.model = lambda: SmallRetinaNet(classes, IMAGE_SIZE, channels=config.channels, widths=config.widths)
+    trainable = bench.build(seed=0, parallel=Parallel(0, 1, "cpu"))
+    model, optimizer = trainable.model.train(), trainable.optimizer
+
+    def batches():
+        epoch = 0
+        while True:
+            epoch += 1
+            yield from trainable.batches(epoch)
+
+    stream = batches()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        bench.loss(model, next(stream)).backward()
+        optimizer.step()
+
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fused", action="store_true", help="the fused focal loss")
@@ -31,25 +55,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="classes of the detection head")
     parser.add_argument("--timings", help="write each step's wall time (s) to this JSON file")
     args = parser.parse_args()
-    bench = ObjectDetection(variant=args.variant, fused_focal_loss=args.fused)
-    config = SYNTHETIC[args.variant]
-    bench.source.model = lambda: SmallRetinaNet(
-        args.classes, IMAGE_SIZE, channels=config.channels, widths=config.widths
-    )
-    parallel = Parallel(0, 1, "cpu")
-    trainable = bench.build(seed=0, parallel=parallel)
-    model, optimizer = trainable.model.train(), trainable.optimizer
-    done, times = 0, []
-    while done < args.steps:
-        for batch in trainable.batches(done):
-            started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            bench.loss(model, batch).backward()
-            optimizer.step()
-            times.append(time.perf_counter() - started)
-            done += 1
-            if done == args.steps:
-                break
+    step = build(args.classes, args.variant, args.fused)
+    times = []
+    for _ in range(args.steps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
     if args.timings:
         Path(args.timings).write_text(json.dumps(times))
 

@@ -34,14 +34,15 @@ def script(tmp_path):
     return path
 
 
-def _profile(capsys, tmp_path, *command: str) -> tuple[int, dict | None, str]:
-    code = main(["profile", "--warmup", "1", "--steps", "2", "--out", str(tmp_path / "p"), "--json", "--", *command])
+def _profile(capsys, tmp_path, *command: str, replay_s: float = 0) -> tuple[int, dict | None, str]:
+    code = main(["profile", "--warmup", "1", "--steps", "2", "--out", str(tmp_path / "p"), "--json",
+                 "--replay-budget", str(replay_s), "--", *command])  # fmt: skip
     out, err = capsys.readouterr()
     return code, (json.loads(out) if out.strip() else None), err
 
 
 def test_a_training_script_is_captured_and_its_primitives_joined(capsys, tmp_path, script):
-    code, data, _ = _profile(capsys, tmp_path, "python", str(script))
+    code, data, _ = _profile(capsys, tmp_path, "python", str(script), replay_s=2)
     assert code == 0 and data["warnings"] == []
     summary = data["summary"]
     assert summary["steps"] == 2 and summary["coverage"] > 0.5
@@ -61,6 +62,9 @@ def test_a_training_script_is_captured_and_its_primitives_joined(capsys, tmp_pat
     assert total == pytest.approx(sum(op["self_ms"] for op in summary["ops"]))
     assert {"op": "aten::mkldnn_convolution", "calls": 2} in [{"op": r["op"], "calls": r["calls"]}
                                                               for r in summary["shapes"]]  # fmt: skip
+    replayed = {row["op"]: row for row in summary["replay"]["rows"]}
+    assert replayed["aten::convolution"]["calls_per_step"] == 1  # one forward conv per step
+    assert 0 < summary["replay"]["ideal_step_ms"] <= summary["step_ms"]
     outside = sum(summary["outside_ops"].values()) / summary["profiled_ms"]
     assert summary["coverage"] + outside == pytest.approx(1.0, abs=0.01)
     for name in ("trace.json", "onednn_verbose.log", "summary.json", "capture.json", "trace.onednn.json.gz",
@@ -92,7 +96,7 @@ def test_bad_commands_are_one_line(capsys, tmp_path, command, message):
 
 def test_a_task_profile_runs_the_benchmark_training_steps(capsys, tmp_path):
     code = main(["profile", "dlrm_dcnv2", "--variant", "tiny", "--warmup", "1", "--steps", "2",
-                 "--out", str(tmp_path / "t"), "--json"])  # fmt: skip
+                 "--out", str(tmp_path / "t"), "--json", "--replay-budget", "0"])  # fmt: skip
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["warnings"] == []
     summary = data["summary"]
@@ -152,7 +156,7 @@ def test_diff_compares_per_step_times_of_two_profiles(capsys, tmp_path):
 
 def test_summary_only_keeps_op_times_and_skips_shapes_and_the_onednn_log(capsys, tmp_path, script):
     code = main(["profile", "--summary-only", "--warmup", "1", "--steps", "2", "--out", str(tmp_path / "s"),
-                 "--json", "--", str(script)])  # fmt: skip
+                 "--json", "--", str(script)])  # fmt: skip (a summary-only capture has no shapes: no replay)
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["warnings"] == []
     summary = data["summary"]

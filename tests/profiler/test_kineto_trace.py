@@ -138,7 +138,7 @@ def test_missing_base_time_assumes_epoch_microseconds():
     ("content", "message"),
     [
         (b"", "not valid JSON"),
-        (json.dumps(trace_dict()).encode()[:300], "not valid JSON"),
+        (json.dumps(trace_dict()).encode()[:60], "not valid JSON"),  # cut before the first event closed
         (gzip.compress(json.dumps(trace_dict()).encode())[:60], "cannot read the trace"),
         (b'{"traceEvents": []}', "holds no timed events"),
         (b'{"schemaVersion": 1}', "no traceEvents list"),
@@ -150,3 +150,14 @@ def test_unreadable_traces_raise_a_data_error(tmp_path, content, message):
     with pytest.raises(KinetoTraceError, match=message) as err:
         load_kineto_trace(path)
     assert isinstance(err.value, DataError) and err.value.hint
+
+
+def test_a_truncated_trace_keeps_its_complete_events_with_a_warning(tmp_path):
+    text = json.dumps(trace_dict())
+    cut = text.index('"name": "aten::mkldnn_convolution"')  # inside the fourth event
+    path = tmp_path / "cut.json"
+    path.write_text(text[:cut])
+    trace = load_kineto_trace(path)
+    assert [e.name for e in trace.events] == ["step", "aten::conv2d"]  # the metadata event is not timed
+    assert trace.base_ns == BASE
+    assert trace.warnings[0].startswith("the trace file is truncated: analysed its first 3 complete events")

@@ -58,6 +58,11 @@ def test_a_profile_gets_its_table_breakdowns_and_roofline():
     region = re.search(r"<tr><td>loss</td>(.*?)</tr>", section).group(1)
     assert _cells(region) == ["1", "5.000", "10.0%"]  # 20 ms of the 200 ms profiled
     assert "[[2, 16, 28, 28], [32, 16, 3, 3]]" in section
+    # the replay's rows, largest gap first, scalar arguments' empty dims left out
+    replayed = re.search(r"<tr><td>aten::addmm</td>(.*?)</tr>", section).group(1)
+    assert _cells(replayed) == ["[[10], [4, 72], [72, 10]]", "3", "1.500", "0.500", "3.000"]
+    assert section.index("<tr><td>aten::addmm</td><td>[[10]") < section.index("<tr><td>aten::mkldnn_convolution</td><td>[[2")
+    assert "Not replayed: aten::nonzero (its cost depends on the data)" in section
 
     charts = _by_title(figures(text))
     assert list(charts) == ["Self time by op", "oneDNN primitive time", "Time by module", "Roofline"]

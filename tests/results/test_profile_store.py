@@ -62,7 +62,13 @@ def profile_summary() -> dict:
         "modules": {"model.backbone": {"forward_ms": 20.0, "backward_ms": 40.0, "calls": 4},
                     "model.head": {"forward_ms": 8.0, "backward_ms": 12.0, "calls": 4}},
         "shapes": [{"op": "aten::mkldnn_convolution", "dims": [[2, 16, 28, 28], [32, 16, 3, 3]], "calls": 8, "ms": 36.0}],
-        "replay": {"rows": [{"kind": "convolution", "direction": "backward_weights", "calls": 8, "replay_ms": 4.0}],
+        "replay": {"rows": [
+                       {"op": "aten::addmm", "dims": [[10], [4, 72], [72, 10], [], []], "calls_per_step": 3.0,
+                        "traced_ms_per_call": 1.5, "isolated_ms_per_call": 0.5, "gap_ms_per_step": 3.0},
+                       {"op": "aten::mkldnn_convolution", "dims": [[2, 16, 28, 28], [32, 16, 3, 3]],
+                        "calls_per_step": 2.0, "traced_ms_per_call": 4.5, "isolated_ms_per_call": 4.0,
+                        "gap_ms_per_step": 1.0}],
+                   "skipped": [["aten::nonzero", "its cost depends on the data"]],
                    "ideal_step_ms": 30.0, "step_ms": 50.0},
     }  # fmt: skip
 

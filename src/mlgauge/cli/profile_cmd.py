@@ -32,6 +32,8 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, help="stop the script after this many seconds")
     p.add_argument("--summary-only", action="store_true",
                    help="op times only: the lightest capture (no shapes, FLOPs, rooflines or oneDNN log)")
+    p.add_argument("--replay-budget", type=float, default=15.0, metavar="SECONDS",
+                   help="time for replaying the heaviest ops alone, for the ideal step time (default 15; 0: no replay)")
     p.add_argument("--label", default="", help="a name for this profile in the results (e.g. baseline)")
     p.add_argument("--db", help="results database: a file path or a postgresql:// URL")
     p.add_argument("--json", action="store_true")
@@ -61,7 +63,11 @@ def execute(args: argparse.Namespace) -> int:
             err_console.print(f"Profiling {escape(' '.join(command))} ({args.warmup} warm-up + {args.steps} steps) ...")
         capture = capture_script(command, out, warmup=args.warmup, steps=args.steps, timeout_s=args.timeout,
                                  summary_only=args.summary_only)  # fmt: skip
-    summary = analyze_capture(capture)
+    if args.replay_budget < 0:
+        raise UsageError("--replay-budget must be 0 or more seconds", hint="Use 0 to skip the replay")
+    if args.replay_budget and not args.summary_only and not args.json:
+        err_console.print(f"Replaying the heaviest ops alone (up to {args.replay_budget:g} s) ...")
+    summary = analyze_capture(capture, replay_budget_s=args.replay_budget)
     paths.write_text_atomic(capture.folder / "summary.json", json.dumps(summary.to_dict(), indent=2, default=str))
     warnings = capture.warnings + summary.warnings
     found = hints(summary)
@@ -114,8 +120,10 @@ def _capture_task(words: list[str], args: argparse.Namespace, out: Path):
     parser.add_argument("--fused-focal-loss", action="store_true", default=None)
     parser.add_argument("--batch", type=int, help="inference batch size (default 32)")
     parser.add_argument("--threads", type=int, help="inference threads (default: one per core)")
-    for flag, kind in (("--warmup", int), ("--steps", int), ("--out", Path), ("--top", int), ("--timeout", float)):
-        parser.add_argument(flag, type=kind, default=getattr(args, flag[2:]))
+    common = (("--warmup", int), ("--steps", int), ("--out", Path), ("--top", int), ("--timeout", float),
+              ("--replay-budget", float), ("--label", str), ("--db", str))  # fmt: skip
+    for flag, kind in common:
+        parser.add_argument(flag, type=kind, default=getattr(args, flag[2:].replace("-", "_")))
     parser.add_argument("--summary-only", action="store_true", default=args.summary_only)
     parser.add_argument("--json", action="store_true", default=args.json)
     own, unknown = parser.parse_known_args(words)
@@ -123,7 +131,7 @@ def _capture_task(words: list[str], args: argparse.Namespace, out: Path):
         raise UsageError(f"profile {own.task} does not take {' '.join(unknown)}",
                          hint="See mlgauge profile --help; script arguments go after --: "
                               "mlgauge profile -- python x.py ARGS")  # fmt: skip
-    for key in ("warmup", "steps", "out", "top", "timeout", "summary_only", "json"):
+    for key in ("warmup", "steps", "out", "top", "timeout", "replay_budget", "label", "db", "summary_only", "json"):
         setattr(args, key, getattr(own, key))
     target = resolve_target(own.task, own.mode)
     options = {"variant": own.variant, "global_batch_size": own.global_batch_size,

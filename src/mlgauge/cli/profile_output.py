@@ -28,8 +28,9 @@ def print_profile(summary, capture, warnings: list[str], top: int) -> None:
                           for name, v in list(summary.regions.items())[:8])  # fmt: skip
         console.print(f"Named regions per step: {parts}")
     _onednn(summary.onednn)
+    _replay(summary.replay)
     if summary.shapes:
-        heavy = "; ".join(f"{escape(r['op'])} {escape(_dims(r['dims']))} {r['ms'] / per_step:.2f} ms"
+        heavy = "; ".join(f"{escape(r['op'])} {escape(r['dims'])} {r['ms'] / per_step:.2f} ms"
                           for r in summary.shapes[:3])  # fmt: skip
         console.print(f"Heaviest shapes per step: {heavy}")
     for note in summary.notes:
@@ -39,11 +40,6 @@ def print_profile(summary, capture, warnings: list[str], top: int) -> None:
     console.print(f"Trace (Chrome/Perfetto): {capture.trace_path}")
     if capture.merged_trace_path.is_file():
         console.print(f"  with oneDNN primitives merged in: {capture.merged_trace_path} (open in ui.perfetto.dev)")
-
-
-def _dims(dims: str) -> str:
-    """Tensor shapes only: the empty [] of scalar arguments say nothing."""
-    return dims.replace(", []", "")
 
 
 def _ops(summary, top: int, per_step: int) -> None:
@@ -82,3 +78,19 @@ def _onednn(dnn: dict) -> None:
                       f"{reorder_ms / dnn['total_ms']:.0%} of oneDNN time")  # fmt: skip
     if "attributed_fraction" in dnn:
         console.print(f"  {dnn['attributed_fraction']:.0%} of primitive time attributed to the ops that issued it")
+
+
+def _replay(replay: dict) -> None:
+    if not replay or not replay.get("rows"):
+        return
+    console.print(
+        f"Replay: the {len(replay['rows'])} heaviest ops alone (benchdnn-style) project an ideal step of "
+        f"{replay['ideal_step_ms']:.1f} ms vs {replay['step_ms']:.1f} ms measured; they take "
+        f"{replay['replayed_share']:.0%} of the step as traced"
+        + (f" ({len(replay['skipped'])} not replayable)" if replay.get("skipped") else "")
+    )
+    worst = sorted(replay["rows"], key=lambda r: r["gap_ms_per_step"], reverse=True)[:3]
+    parts = "; ".join(f"{escape(r['op'])} {r['traced_ms_per_call']:.3f} ms in the step vs "
+                      f"{r['isolated_ms_per_call']:.3f} ms alone" for r in worst if r["gap_ms_per_step"] > 0)  # fmt: skip
+    if parts:
+        console.print(f"  largest gaps: {parts}")

@@ -68,12 +68,13 @@ def by_module(ops: list[TraceEvent], trace: KinetoTrace, self_ns: dict[int, int]
 
 
 def by_shape(ops: list[TraceEvent], self_ns: dict[int, int], top: int = 40) -> list[dict]:
-    """Self time per (op, input shapes), largest first; ops recorded without shapes are left out."""
+    """Self time per (op, tensor input shapes), largest first; ops recorded without shapes are left out."""
     groups: dict[tuple, dict] = defaultdict(lambda: {"calls": 0, "ns": 0})
     for e in ops:
         if not e.input_dims or not any(e.input_dims):
             continue
-        group = groups[(e.name, str(list(map(list, e.input_dims))))]
+        tensors = [list(d) for d in e.input_dims if d]  # scalar arguments record no dims
+        group = groups[(e.name, str(tensors))]
         group["calls"] += 1
         group["ns"] += self_ns[e.index]
     ordered = sorted(groups.items(), key=lambda kv: kv[1]["ns"], reverse=True)[:top]

@@ -29,16 +29,12 @@ from functools import cache
 from importlib import resources
 
 from mlgauge.errors import ConfigError
+from mlgauge.profiler.dtypes import TRACE_DTYPES
 
 KINDS = frozenset({"gemm", "conv", "elementwise", "reduction", "normalization", "loss", "copy"})
 
 # "Input type" names (c10's C++ type names) -> (torch dtype name, bytes per element).
-_DTYPES: dict[str, tuple[str, int]] = {
-    "float": ("float32", 4), "double": ("float64", 8), "c10::Half": ("float16", 2),
-    "c10::BFloat16": ("bfloat16", 2), "long int": ("int64", 8), "int": ("int32", 4),
-    "short int": ("int16", 2), "signed char": ("int8", 1), "unsigned char": ("uint8", 1),
-    "bool": ("bool", 1), "c10::complex<float>": ("complex64", 8), "c10::complex<double>": ("complex128", 16),
-}  # fmt: skip
+_DTYPES = TRACE_DTYPES
 _FLOATING = frozenset({"float", "double", "c10::Half", "c10::BFloat16"})
 # ScalarType numbers as "Concrete Inputs" prints a dtype argument (c10/core/ScalarType.h order).
 _SCALAR_TYPES = {0: "unsigned char", 1: "signed char", 2: "short int", 3: "int", 4: "long int",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterator
@@ -202,10 +203,12 @@ def read_trace_json(path: str | Path) -> dict:
             hint="Check the path and that the file was written completely",
         ) from exc  # fmt: skip
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise KinetoTraceError(
-            f"the trace is not valid JSON ({exc})", source=str(path),
-            hint="The file may be truncated; export the trace again",
-        ) from exc  # fmt: skip
+        data = _salvage(read_bytes(path))
+        if data is None:
+            raise KinetoTraceError(
+                f"the trace is not valid JSON ({exc})", source=str(path),
+                hint="The file may be truncated; export the trace again",
+            ) from exc  # fmt: skip
     if isinstance(data, list):
         data = {"traceEvents": data}
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
@@ -216,6 +219,38 @@ def read_trace_json(path: str | Path) -> dict:
     return data
 
 
+TRUNCATED = "mlgaugeTruncatedAfter"  # set on a salvaged trace: the complete events it kept
+
+
+def _salvage(raw: bytes) -> dict | None:
+    """The complete events of a trace cut off mid-write (a process killed while exporting): the
+    header up to ``"traceEvents": [`` and every event object that closes. None when nothing is left."""
+    text = raw.decode("utf-8", errors="replace")
+    opening = re.search(r'"traceEvents"\s*:\s*\[', text)
+    if opening is None:
+        return None
+    try:
+        header = json.loads(text[: opening.end()] + "]}")
+    except ValueError:
+        return None
+    decoder, events, at = json.JSONDecoder(), [], opening.end()
+    while True:
+        at = re.compile(r"[\s,]*").match(text, at).end()
+        try:
+            event, at = decoder.raw_decode(text, at)
+        except ValueError:
+            break
+        events.append(event)
+    if not events:
+        return None
+    return header | {"traceEvents": events, TRUNCATED: len(events)}
+
+
 def load_kineto_trace(path: str | Path) -> KinetoTrace:
-    """Read a trace file written by export_chrome_trace."""
-    return parse_kineto_trace(read_trace_json(path), source=str(path))
+    """Read a trace file written by export_chrome_trace; a truncated one keeps its complete events."""
+    data = read_trace_json(path)
+    trace = parse_kineto_trace(data, source=str(path))
+    if TRUNCATED in data:
+        trace.warnings.insert(0, f"the trace file is truncated: analysed its first {data[TRUNCATED]} complete "
+                                 "events; ops still open when it was cut are missing")  # fmt: skip
+    return trace

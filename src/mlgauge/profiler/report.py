@@ -15,10 +15,13 @@ from mlgauge.profiler.chrome import export_merged_trace
 from mlgauge.profiler.kineto import load_kineto_trace
 from mlgauge.profiler.onednn import OneDnnLogError, load_onednn_log
 from mlgauge.profiler.peaks import machine_peaks
+from mlgauge.profiler.replay import replay_heavy_ops
 from mlgauge.profiler.summary import ProfileSummary, summarize
 
 
-def analyze_capture(capture: Capture) -> ProfileSummary:
+def analyze_capture(capture: Capture, *, replay_budget_s: float | None = None) -> ProfileSummary:
+    """``replay_budget_s``: also replay the heaviest ops alone (profiler/replay.py) within that many
+    seconds, for the ideal step time; full captures only (a replay needs the input shapes)."""
     trace = load_kineto_trace(capture.trace_path)
     warnings: list[str] = []
     notes: list[str] = []
@@ -44,6 +47,11 @@ def analyze_capture(capture: Capture) -> ProfileSummary:
         except DataError as exc:
             warnings.append(f"no merged trace: {exc}")
     summary = summarize(trace, log, attribution, machine_peaks())
+    if replay_budget_s and not capture.summary_only:
+        try:
+            summary.replay = replay_heavy_ops(trace, budget_s=replay_budget_s).to_dict()
+        except DataError as exc:
+            warnings.append(f"no replay: {exc}")
     summary.warnings = warnings + summary.warnings
     summary.notes += notes
     return summary

@@ -54,6 +54,7 @@ class ProfileSummary:
     onednn: dict = field(default_factory=dict)  # by_kind, by_direction, by_implementation, reorders, attributed
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # facts worth knowing that are not problems
+    replay: dict = field(default_factory=dict)  # ReplayResult.to_dict(): heavy ops alone, the ideal step
 
     @property
     def coverage(self) -> float:
@@ -63,11 +64,11 @@ class ProfileSummary:
         return asdict(self) | {"coverage": self.coverage}
 
 
-def _windows(trace: KinetoTrace) -> list[TraceEvent]:
+def step_windows(trace: KinetoTrace) -> list[TraceEvent]:
     return [e for e in trace.events if _STEP.match(e.name)]
 
 
-def _inside(event: TraceEvent, windows: list[TraceEvent]) -> bool:
+def inside_steps(event: TraceEvent, windows: list[TraceEvent]) -> bool:
     return not windows or any(w.start_ns <= event.start_ns < w.end_ns for w in windows)
 
 
@@ -87,8 +88,8 @@ def summarize(
     attribution: AttributionResult | None = None,
     peaks: MachinePeaks | None = None,
 ) -> ProfileSummary:
-    windows = _windows(trace)
-    ops = [e for e in trace.ops() if _inside(e, windows)]
+    windows = step_windows(trace)
+    ops = [e for e in trace.ops() if inside_steps(e, windows)]
     if windows:
         profiled_ms = sum(w.duration_ns for w in windows) / 1e6
     else:
@@ -121,7 +122,7 @@ def _spans(trace: KinetoTrace, windows: list[TraceEvent], *, modules: bool) -> l
     """record_function spans inside the steps: the module spans, or the others (a loss, a phase)."""
     return [
         e for e in trace.events
-        if e.category == "user_annotation" and not _STEP.match(e.name) and _inside(e, windows)
+        if e.category == "user_annotation" and not _STEP.match(e.name) and inside_steps(e, windows)
         and not e.name.startswith("Optimizer.") and e.name.startswith(PREFIX) == modules
     ]  # fmt: skip
 

@@ -234,6 +234,13 @@ def profile_rows(p: ProfileRecord, top: int = TOP_OPS) -> list[dict]:
     ]  # fmt: skip
 
 
+def _replay_rows(replay: dict) -> list[dict]:
+    """The replayed ops that lose the most time in the step, with their tensor shapes."""
+    rows = [r for r in replay.get("rows") or [] if isinstance(r, dict)]
+    rows.sort(key=lambda r: r.get("gap_ms_per_step") or 0.0, reverse=True)
+    return [r | {"shapes": str([d for d in r.get("dims") or [] if d])} for r in rows[:TOP_DETAIL]]
+
+
 def _profile_body(p: ProfileRecord, canvas: Canvas) -> Markup:
     summary = p.summary
     shapes = sorted(summary.get("shapes") or [], key=lambda s: s.get("ms") or 0.0, reverse=True)[:TOP_DETAIL]
@@ -245,7 +252,7 @@ def _profile_body(p: ProfileRecord, canvas: Canvas) -> Markup:
         regions=sorted((summary.get("regions") or {}).items(), key=lambda kv: kv[1].get("ms") or 0.0,
                        reverse=True)[:TOP_DETAIL],
         shapes=shapes, replay=replay,
-        replay_rows=[r for r in replay.get("rows") or [] if isinstance(r, dict)][:TOP_DETAIL],
+        replay_rows=_replay_rows(replay),
         unplaced=len([r for r in p.ops if r.get("costed_ms")]) - len(p.roofline_ops()),
         charts=Markup("").join(canvas.chart(draw(p)) for draw in drawn),
     )  # fmt: skip
