@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -83,13 +84,25 @@ def load_backend(name: str, source: ModelSource, precision: str, threads: int = 
     return backend
 
 
-def infer_function(backend: Backend, codec: InputCodec) -> Callable[[bytes], list[float]]:
+@dataclass(frozen=True)
+class ServedModel:
+    """What the host device runs, in the board's two stages: ``prepare`` is th_load_tensor (device
+    bytes -> the model's input, once per loaded input, untimed), ``infer`` is th_infer (the timed
+    part). Called with bytes it does both, for accuracy runs."""
+
+    prepare: Callable[[bytes], np.ndarray]
+    infer: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(self, data: bytes) -> list[float]:
+        return self.infer(self.prepare(data)).tolist()
+
+
+def infer_function(backend: Backend, codec: InputCodec) -> ServedModel:
     """bytes -> the output vector: what th_load_tensor, th_infer and th_results do on a board."""
-
-    def infer(data: bytes) -> list[float]:
-        return np.asarray(backend.run(codec.to_model(codec.from_bytes(data)))).reshape(-1).tolist()
-
-    return infer
+    return ServedModel(
+        prepare=lambda data: codec.to_model(codec.from_bytes(data)),
+        infer=lambda x: np.asarray(backend.run(x)).reshape(-1),
+    )
 
 
 def run_batches(backend: Backend, codec: InputCodec, samples: np.ndarray, batch: int = 64) -> np.ndarray:
