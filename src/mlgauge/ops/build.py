@@ -20,7 +20,8 @@ from pathlib import Path
 
 from mlgauge import paths
 
-SOURCE = Path(__file__).with_name("focal_loss.cpp")
+# kernel name -> its C++ source beside this file
+KERNELS = {"focal_loss": "focal_loss.cpp", "robe": "robe.cpp"}
 # Where compiled operators live, when not under cache_dir(): a build depends only on the source, the
 # PyTorch version and the flags, so throwaway homes (the test suite's) may share the machine's.
 OPS_CACHE_ENV = "MLGAUGE_OPS_CACHE"
@@ -44,21 +45,25 @@ def _flags() -> list[str]:
     return ["-O3", "-std=c++17", "-fopenmp", *_ISA_FLAGS.get(capability, [])]
 
 
-def _build_dir(flags: list[str]) -> Path:
+def _source(name: str) -> Path:
+    return Path(__file__).with_name(KERNELS[name])
+
+
+def _build_dir(name: str, flags: list[str]) -> Path:
     import torch
 
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256(_source(name).read_bytes())
     h.update(f"{torch.__version__}|{' '.join(flags)}".encode())
     root = os.environ.get(OPS_CACHE_ENV)
-    return (Path(root) if root else paths.cache_dir() / "ops") / f"focal_loss-{h.hexdigest()[:12]}"
+    return (Path(root) if root else paths.cache_dir() / "ops") / f"{name}-{h.hexdigest()[:12]}"
 
 
-def build_focal_loss():
-    """Compile (or load the cached build of) the focal-loss kernel; raises BuildFailed."""
+def build_kernel(name: str):
+    """Compile (or load the cached build of) one kernel of KERNELS; raises BuildFailed."""
     from torch.utils import cpp_extension
 
     flags = _flags()
-    folder = _build_dir(flags)
+    folder = _build_dir(name, flags)
     # pip's ninja lands beside this interpreter, which is not on PATH unless the venv is activated
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,8 +72,8 @@ def build_focal_loss():
         with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             warnings.simplefilter("ignore")
             return cpp_extension.load(
-                name=f"mlgauge_focal_loss_{folder.name.rsplit('-', 1)[1]}",
-                sources=[str(SOURCE)],
+                name=f"mlgauge_{name}_{folder.name.rsplit('-', 1)[1]}",
+                sources=[str(_source(name))],
                 extra_cflags=flags,
                 extra_ldflags=["-fopenmp"],
                 build_directory=str(folder),
@@ -80,13 +85,13 @@ def build_focal_loss():
 
 
 @cache
-def fused_kernel():
+def fused_kernel(name: str = "focal_loss"):
     """The compiled kernel module, or None (with one warning) when it cannot be built here."""
     try:
-        return build_focal_loss()
+        return build_kernel(name)
     except BuildFailed as exc:
         warnings.warn(
-            f"mlgauge's fused focal-loss kernel could not be built ({exc}); using element-wise ops. "
+            f"mlgauge's {name} kernel could not be built ({exc}); using PyTorch ops instead. "
             "Install a C++ compiler (g++) and ninja, then run 'python -m mlgauge.ops'",
             RuntimeWarning,
             stacklevel=3,
@@ -95,13 +100,18 @@ def fused_kernel():
 
 
 def main() -> int:
-    try:
-        build_focal_loss()
-    except BuildFailed as exc:
-        print(f"error: the fused focal-loss kernel could not be built: {exc}", file=sys.stderr)
-        return 1
-    print(f"built the fused focal-loss kernel in {_build_dir(_flags())}")
-    return 0
+    failed = 0
+    for name in KERNELS:
+        if not _source(name).is_file():
+            continue
+        try:
+            build_kernel(name)
+        except BuildFailed as exc:
+            print(f"error: the {name} kernel could not be built: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"built the {name} kernel in {_build_dir(name, _flags())}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
