@@ -115,6 +115,10 @@ def test_bad_input_is_one_line(capsys, tmp_path):
         (["--nproc", "3"], "does not split over 3 processes"),
         (["nosuchbench"], "nosuchbench"),
         (["--backbone-weights", str(tmp_path / "w.pt")], "--backbone-weights does not apply to resnet"),
+        (["--embedding", "robe", "--robe-size", "1MB"], "--embedding does not apply to resnet"),
+        (["dlrm_dcnv2", "--embedding", "robe"], "ROBE needs the size of its shared array"),
+        (["dlrm_dcnv2", "--embedding", "robe", "--robe-size", "ten"], "cannot read the size 'ten'"),
+        (["dlrm_dcnv2", "--embedding", "qr"], "--embedding qr needs a compression >= 1"),
     ):
         code, _, err = _train(capsys, tmp_path, *extra)
         lines = [line for line in err.splitlines() if line.strip()]

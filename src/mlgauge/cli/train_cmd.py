@@ -29,6 +29,12 @@ def register(sub) -> None:
                    help="ssd on OpenImages: torchvision's resnext50_32x4d ImageNet state dict to start the backbone from")
     p.add_argument("--fused-focal-loss", action="store_true",
                    help="ssd: compute the focal loss with mlgauge's fused kernel (same values, one pass)")
+    p.add_argument("--embedding", choices=("full", "robe", "hashing", "qr"),
+                   help="dlrm_dcnv2: the embedding layer (default full tables; robe needs --robe-size, "
+                   "hashing and qr --compression)")
+    p.add_argument("--robe-size", metavar="SIZE", help="dlrm_dcnv2 with --embedding robe: the shared array, e.g. 100MB")
+    p.add_argument("--compression", type=float,
+                   help="dlrm_dcnv2 with --embedding hashing|qr: how many times fewer rows than the full tables")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes per node (torchrun; NCCL between GPUs, gloo on CPUs)")
     p.add_argument("--device", default="auto",
@@ -47,7 +53,8 @@ def execute(args: argparse.Namespace) -> int:
     from mlgauge.training.session import plan_training, run_set
 
     given = {"max_epochs": args.max_epochs, "global_batch_size": args.global_batch_size,
-             "backbone_weights": args.backbone_weights, "fused_focal_loss": args.fused_focal_loss or None}  # fmt: skip
+             "backbone_weights": args.backbone_weights, "fused_focal_loss": args.fused_focal_loss or None,
+             "embedding": args.embedding, "robe_size": args.robe_size, "compression": args.compression}  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None}
     plan = plan_training(
         args.benchmark, dataset=args.dataset, variant=args.variant, runs=args.runs, seed=args.seed,

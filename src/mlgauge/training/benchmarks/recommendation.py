@@ -50,6 +50,7 @@ from mlgauge.data.criteo import (
 )
 from mlgauge.errors import DataError
 from mlgauge.models.dlrm import DlrmConfig, DLRMv2
+from mlgauge.models.dlrm_embeddings import EmbeddingChoice, build_embeddings, parse_size
 from mlgauge.rules.training import DEFAULT_RULESET, SYNTHETIC_DIVISION, TrainingRule, training_rules
 from mlgauge.tasks.recommendation import STANDIN_BATCH, STANDIN_SPLITS, standin_config
 from mlgauge.training.benchmarks.options import check_global_batch_size, check_max_epochs, check_variant
@@ -308,8 +309,16 @@ class Recommendation:
         eval_count: int | None = None,
         workers: int = 0,
         eval_batch_size: int = 16_384,
+        embedding: str = "full",
+        robe_size: str | None = None,
+        compression: float | None = None,
     ) -> None:
         rules = training_rules(ruleset)
+        # ROBE, hashing or QR instead of the full tables (models/dlrm_embeddings.py); a UsageError when incomplete
+        self.embedding = EmbeddingChoice(
+            kind=embedding, robe_bytes=parse_size(robe_size) if robe_size is not None else None,
+            compression=compression,
+        )  # fmt: skip
         if dataset is None:
             check_variant(NAME, variant, SYNTHETIC)
             self.rule: TrainingRule = rules.synthetic_variant(NAME, variant)
@@ -323,6 +332,9 @@ class Recommendation:
             self.rule = closed if variant == "default" else open_entry
             self.source = _CriteoSource(Path(dataset), variant, count=count, eval_count=eval_count)
             recipe = REFERENCE_RECIPE
+        if self.embedding.kind != "full" and self.rule.division != SYNTHETIC_DIVISION:
+            # the reference model's tables are part of Closed: compressed embeddings are an Open entry
+            self.rule = replace(self.rule, division=SYNTHETIC_DIVISION)
         if global_batch_size is not None:
             check_global_batch_size(global_batch_size, example=65_536)
             # The LR is kept: Adagrad divides each step by the gradients' running RMS, so its steps do not
@@ -343,7 +355,9 @@ class Recommendation:
 
     def build(self, seed: int, parallel: Parallel) -> Trainable:
         torch.manual_seed(seed)
-        model = ClickLogits(DLRMv2(self.model_config)).to(parallel.device)
+        cfg = self.model_config
+        embeddings = build_embeddings(self.embedding, cfg.num_embeddings, cfg.multi_hot_sizes, cfg.embedding_dim)
+        model = ClickLogits(DLRMv2(cfg, embeddings)).to(parallel.device)
         r = self.recipe
         optimizer = torch.optim.Adagrad(
             model.parameters(), lr=r.base_lr, lr_decay=r.lr_decay, weight_decay=r.weight_decay,
