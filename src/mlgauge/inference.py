@@ -48,6 +48,7 @@ def plan_inference(
     precision: str = "fp32",
     audits: Sequence[str] = (),
     repeats: int = 1,
+    model_options: dict | None = None,
     run_id: str | None = None,
 ) -> Plan:
     """Check every input that can be checked without running anything; raise on the first problem.
@@ -55,7 +56,8 @@ def plan_inference(
     The rules round defaults to the task's own (mobile tasks follow MLPerf Mobile's);
     the scenarios default to every scenario that round defines.
     """
-    task_obj = get_task(task)
+    model_options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    task_obj = get_task(task, model_options)
     rules_round = rules_round or task_obj.rules_round
     rules = inference_rules(rules_round)
     if scenarios is None:
@@ -126,6 +128,7 @@ def plan_inference(
         max_wait_ms=max_wait_ms,
         calibration_s=calibration_s,
         precision=precision,
+        model_options=model_options,
     )
     plan = Plan(
         base=base,
@@ -142,24 +145,24 @@ def plan_inference(
 
 
 def needs_prepare(plan: Plan) -> bool:
-    return plan.base.dataset_path is None and not get_task(plan.base.task).is_prepared()
+    return plan.base.dataset_path is None and not get_task(plan.base.task, plan.base.model_options).is_prepared()
 
 
-def prepare(task: str, progress: Callable[[str, float], None] | None = None) -> dict:
-    return get_task(task).prepare(progress)
+def prepare(task: str, progress: Callable[[str, float], None] | None = None, model_options: dict | None = None) -> dict:
+    return get_task(task, model_options).prepare(progress)
 
 
 def check_workload(plan: Plan) -> None:
     """Open the dataset and weights once here, so a bad path fails before any worker starts."""
     b = plan.base
-    get_task(b.task).workload(dataset_path=b.dataset_path, weights_path=b.weights_path, count=b.count, round=b.rules_round)
+    get_task(b.task, b.model_options).workload(dataset_path=b.dataset_path, weights_path=b.weights_path, count=b.count, round=b.rules_round)
 
 
 def run_inference(plan: Plan, store: ResultStore | None = None, listener: Listener | None = None) -> list[ResultRecord]:
     """Run the plan (preparing the synthetic stand-in first if needed); store its
     records together, only if every run succeeded."""
     if needs_prepare(plan):
-        prepare(plan.base.task)
+        prepare(plan.base.task, model_options=plan.base.model_options)
     records = execute(plan, listener) if listener else execute(plan)
     if store is not None:
         store.add_many(records)

@@ -58,6 +58,10 @@ def _rows(db: Path) -> int:
         (["compare", "a", "b", "--db", "/nonexistent/r.db"], ["no results database at /nonexistent/r.db"]),
         (["report", "--last", "--db", "mysql://host/db"], ["mysql"]),
         (["nosuchcommand"], ["invalid choice: 'nosuchcommand'"]),
+        (["run", "--task", "resnet50", "--embedding", "robe", "--robe-size", "1MB"], ["--embedding does not apply to resnet50"]),
+        (["run", "--task", "dlrm-v2-99", "--embedding", "robe", "--robe-size", "1 parsec"], ["cannot read the size '1 parsec'"]),
+        (["run", "--task", "dlrm-v2-99", "--embedding", "hashing"], ["--embedding hashing needs a compression >= 1"]),
+        (["run", "--suite", "edge", "--embedding", "qr", "--compression", "4"], ["--embedding changes one task's model"]),
     ],
 )
 def test_bad_names_and_paths(capsys, argv, needles):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from mlgauge.data.criteo import PlantedClickModel, write_multihot
 from mlgauge.errors import DataError, ModelError, UsageError
 from mlgauge.models.dlrm import REFERENCE_NUM_EMBEDDINGS, DlrmConfig, DLRMv2
 from mlgauge.rules import QualityTarget, standin_rules
+from mlgauge.tasks import get_task
 from mlgauge.tasks.base import AccuracyResult, Workload
 from mlgauge.tasks.recommendation import (
     BENCHMARKS,
@@ -83,6 +85,15 @@ def test_one_class_serves_both_benchmarks():
     assert a.cache.dir == b.cache.dir and a.cache.dir.parent.name == "dlrm-v2-synthetic"
     with pytest.raises(UsageError, match="unknown benchmark 'dlrm-v3'"):
         DlrmTask("dlrm-v3")
+
+
+def test_each_embedding_choice_has_its_own_standin_cache():
+    full, qr = DlrmTask(), get_task("dlrm-v2-99", {"embedding": "qr", "compression": 8})
+    assert full.cache.name == "dlrm-v2" and qr.embedding.describe() == "qr 8x"
+    assert qr.cache.name.startswith("dlrm-v2-qr-") and qr.cache.dir != full.cache.dir
+    assert get_task("dlrm-v2-99", {"embedding": "qr", "compression": 4}).cache.dir != qr.cache.dir
+    with pytest.raises(UsageError, match="runs on the synthetic stand-in only"):
+        qr.workload(dataset_path=Path("/data/criteo"), weights_path=None)
 
 
 def test_standin_workload_before_prepare_is_a_data_error(tmp_path, monkeypatch):

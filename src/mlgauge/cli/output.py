@@ -112,13 +112,14 @@ def verdict(record: ResultRecord) -> str:
 _KEY_NAMES = ("task", "data", "scenario", "backend", "style", "precision")
 
 
-def prepare_with_progress(task: str, quiet: bool) -> None:
+def prepare_with_progress(task: str, quiet: bool, model_options: dict | None = None) -> None:
     """Prepare a task's synthetic stand-in, with a progress bar unless ``quiet``."""
     from mlgauge.inference import prepare
 
     if quiet:
-        prepare(task)
+        prepare(task, model_options=model_options)
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=err_console) as bar:
         tid = bar.add_task(f"preparing {task}", total=1.0)
-        prepare(task, lambda stage, f: bar.update(tid, description=f"preparing {task}: {stage}", completed=f))
+        prepare(task, lambda stage, f: bar.update(tid, description=f"preparing {task}: {stage}", completed=f),
+                model_options)

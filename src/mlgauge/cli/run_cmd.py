@@ -105,6 +105,11 @@ def register(sub) -> None:
     o.add_argument("--target-latency", type=float, metavar="MS")
     p.add_argument("--rules", help=f"MLPerf rules round (default: the task's own; {DEFAULT_ROUND} or mobile-v6.0)")
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: post-training quantization (onnxruntime, executorch)")
+    m = p.add_argument_group("model (dlrm-v2 on its stand-in)")
+    m.add_argument("--embedding", choices=("full", "robe", "hashing", "qr"),
+                   help="the embedding layer (default full tables); its stand-in model is trained once and cached")
+    m.add_argument("--robe-size", metavar="SIZE", help="--embedding robe: the shared array, e.g. 1MB")
+    m.add_argument("--compression", type=float, help="--embedding hashing|qr: how many times fewer rows")
     p.add_argument("--output-dir", type=Path, help="where run logs go (default: the mlgauge data directory)")
     p.add_argument("--db", type=str, help="results database: a file, or postgresql://user:password@host:port/dbname (default: the mlgauge data directory)")
     p.add_argument("--json", action="store_true", help="print the records as JSON instead of a table")
@@ -156,10 +161,11 @@ def execute(args: argparse.Namespace) -> int:
         precision=args.precision,
         audits=_names(args.audit),
         repeats=args.repeats,
+        model_options=_model_options(args),
     )
     store = open_store(args.db)
     if inference.needs_prepare(plan):
-        prepare_with_progress(args.task, args.json)
+        prepare_with_progress(args.task, args.json, plan.base.model_options)
     inference.check_workload(plan)
 
     started = time.perf_counter()
@@ -181,9 +187,19 @@ def execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(args: argparse.Namespace) -> dict:
+    return {"embedding": args.embedding, "robe_size": args.robe_size, "compression": args.compression}
+
+
 def execute_suite(args: argparse.Namespace) -> int:
     from mlgauge.results.score import suite_score
     from mlgauge.suite import plan_suite, run_suite
+
+    given = [k for k, v in _model_options(args).items() if v is not None]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UsageError(f"{flag} changes one task's model, not a suite's",
+                         hint=f"Run the task alone: mlgauge run dlrm-v2-99 {flag} ...")  # fmt: skip
 
     flags = {key: getattr(args, name) for name, key in CONF_FLAGS.items() if getattr(args, name) is not None}
     splan = plan_suite(

@@ -42,6 +42,7 @@ class RunSpec:
     run_id: str = ""
     precision: str = "fp32"  # "int8": post-training quantization, where the backend supports it
     audit: str = ""  # a compliance test (TEST01, TEST04) run through LoadGen's audit.config
+    model_options: dict = field(default_factory=dict)  # what changes the task's model (DLRM's embedding)
 
     def with_(self, **changes) -> RunSpec:
         return replace(self, **changes)

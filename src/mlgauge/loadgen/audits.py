@@ -25,7 +25,7 @@ def _subset_scores(spec: RunSpec, audit_dir: Path, accuracy_dir: Path) -> tuple[
     from mlgauge.rules import inference_rules
     from mlgauge.tasks import get_task
 
-    workload = get_task(spec.task).workload(
+    workload = get_task(spec.task, spec.model_options).workload(
         dataset_path=spec.dataset_path, weights_path=spec.weights_path, count=spec.count, round=spec.rules_round
     )
     audit = logparse.decode_accuracy_log(audit_dir / "mlperf_log_accuracy.json", workload.response_dtype)

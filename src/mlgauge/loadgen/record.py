@@ -36,6 +36,7 @@ def build_record(
         run_id=spec.run_id,
         audit=spec.audit,
         precision=spec.precision,
+        model_options=dict(spec.model_options),
     )
     if spec.mode == "performance":
         value = detail.values.get(scenario_rule.metric_key)
@@ -88,4 +89,5 @@ def failed_record(spec: RunSpec, error: Exception) -> ResultRecord:
         run_id=spec.run_id,
         audit=spec.audit,
         precision=spec.precision,
+        model_options=dict(spec.model_options),
     )

@@ -94,7 +94,7 @@ def _open(spec: RunSpec) -> _Context:
     rules = inference_rules(spec.rules_round)
     rules.scenario(spec.scenario)
     user_entries = parse_file(Path(spec.conf_path)) if spec.conf_path else []
-    workload = get_task(spec.task).workload(
+    workload = get_task(spec.task, spec.model_options).workload(
         dataset_path=spec.dataset_path, weights_path=spec.weights_path, count=spec.count, round=spec.rules_round
     )
     synthetic = workload.dataset.label == "synthetic"

@@ -51,6 +51,7 @@ class ResultRecord(JsonRecord):
     harness: dict = field(default_factory=dict)  # SUT shape: batch sizes, workers, calibration
     audit: str = ""  # compliance test this run was (TEST01, TEST04), or "" for a normal run
     precision: str = "fp32"  # "int8": the backend quantized the model after training
+    model_options: dict = field(default_factory=dict)  # what changed the task's model (DLRM's embedding)
     compliance: dict | None = None  # the audit's verdict: {"test", "passed", "checks": [...]}
     energy: dict | None = None  # {"meter", "joules", "average_watts", ...}; None: no meter measured the run
     run_id: str = ""

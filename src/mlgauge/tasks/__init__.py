@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from mlgauge.errors import choice_error
+from mlgauge.errors import UsageError, choice_error
 from mlgauge.tasks.base import Task
 
 # name -> ("module:Class", constructor keyword arguments)
@@ -33,9 +33,17 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, model_options: dict | None = None) -> Task:
+    """The task; ``model_options`` change its model (DLRM's ``embedding``, ``robe_size``, ``compression``)
+    and are refused by a task whose class does not list them in ``MODEL_OPTIONS``."""
     if name not in _TASKS:
         raise choice_error("task", name, task_names())
     target, kwargs = _TASKS[name]
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    task_class = getattr(importlib.import_module(module), cls)
+    given = {k: v for k, v in (model_options or {}).items() if v is not None}
+    for option in given:
+        if option not in getattr(task_class, "MODEL_OPTIONS", ()):
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to {name}", hint=f"Leave {flag} out for {name}")
+    return task_class(**kwargs, **({"model_options": given} if given else {}))

@@ -19,6 +19,8 @@ Accuracy is ROC AUC in percent (``sklearn.metrics.roc_auc_score``, as MLPerf's a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mlgauge.data.criteo import CriteoSamples, MultiHotCriteo, PlantedClickModel
-from mlgauge.errors import ModelError, choice_error
+from mlgauge.errors import ModelError, UsageError, choice_error
 from mlgauge.rules import DEFAULT_ROUND, QualityTarget, inference_rules, standin_rules
 from mlgauge.tasks.base import AccuracyResult, ModelSource, Workload
 from mlgauge.tasks.standin import StandinCache, StandinTask
@@ -139,18 +141,45 @@ def predict(model, dense: np.ndarray, sparse: np.ndarray, batch_size: int = 4096
     return torch.cat(parts).numpy().reshape(-1) if parts else np.zeros(0, np.float32)
 
 
+def _cache_name(choice) -> str:
+    if choice.kind == "full":
+        return "dlrm-v2"
+    digest = hashlib.sha256(json.dumps(choice.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return f"dlrm-v2-{choice.kind}-{digest}"
+
+
 class DlrmTask(StandinTask):
     title = "Recommendation (DLRM-v2 with DCNv2 on Criteo 1TB multi-hot; synthetic stand-in by default)"
     rules_round = DEFAULT_ROUND
 
-    # Both targets share the data and model, so one stand-in cache serves them.
-    cache = StandinCache("dlrm-v2", STANDIN_VERSION)
+    # The model's embedding layer may be swapped (models/dlrm_embeddings.py): `--embedding robe --robe-size 1MB`.
+    MODEL_OPTIONS = ("embedding", "robe_size", "compression")
 
-    def __init__(self, benchmark: str = "dlrm-v2-99") -> None:
+    def __init__(self, benchmark: str = "dlrm-v2-99", model_options: dict | None = None) -> None:
+        from mlgauge.models.dlrm_embeddings import EmbeddingChoice, parse_size
+
         if benchmark not in BENCHMARKS:
             raise choice_error("benchmark", benchmark, BENCHMARKS)
         self.benchmark = benchmark
         self.name = benchmark
+        options = dict(model_options or {})
+        robe_size = options.get("robe_size")
+        self.embedding = EmbeddingChoice(
+            kind=options.get("embedding") or "full",
+            robe_bytes=parse_size(robe_size) if robe_size is not None else None,
+            compression=options.get("compression"),
+        )  # fmt: skip
+        # Both targets share the data and model, so one stand-in cache serves them; each embedding choice
+        # trains its own stand-in model.
+        self.cache = StandinCache(_cache_name(self.embedding), STANDIN_VERSION)
+
+    def _model(self, config):
+        from mlgauge.models.dlrm import DLRMv2
+        from mlgauge.models.dlrm_embeddings import build_embeddings
+
+        embeddings = build_embeddings(self.embedding, config.num_embeddings, config.multi_hot_sizes,
+                                      config.embedding_dim)  # fmt: skip
+        return DLRMv2(config, embeddings)
 
     # -- the synthetic stand-in -------------------------------------------------
 
@@ -161,7 +190,6 @@ class DlrmTask(StandinTask):
             return self.cache.meta()
         import torch
 
-        from mlgauge.models.dlrm import DLRMv2
         from mlgauge.training.fit import single_threaded
 
         report = progress or (lambda stage, fraction: None)
@@ -176,7 +204,7 @@ class DlrmTask(StandinTask):
 
         with single_threaded():
             torch.manual_seed(0)
-            model = DLRMv2(config)
+            model = self._model(config)
             untrained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
             _train(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
             trained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
@@ -186,6 +214,7 @@ class DlrmTask(StandinTask):
             "task": "dlrm-v2",
             "version": STANDIN_VERSION,
             "config": config.to_dict(),
+            "embedding": self.embedding.to_dict(),
             "train_samples": STANDIN_SPLITS["train"],
             "val_samples": STANDIN_SPLITS["val"],
             "val_click_rate": float(val.labels.mean()),
@@ -219,9 +248,7 @@ class DlrmTask(StandinTask):
         weights = existing_weights(weights_path or d / "weights.pt")
 
         def build():
-            from mlgauge.models.dlrm import DLRMv2
-
-            return load_into(DLRMv2(config), load_state_dict(weights), weights)
+            return load_into(self._model(config), load_state_dict(weights), weights)
 
         def calibration():
             planted = PlantedClickModel(config.num_embeddings, config.multi_hot_sizes, meta["generator_seed"])
@@ -232,7 +259,7 @@ class DlrmTask(StandinTask):
             name="dlrm-v2-small",
             inputs=input_specs(config.sparse_width),
             outputs=(OUTPUT,),
-            cache_key=f"dlrm-v2-synthetic-{STANDIN_VERSION}-{file_digest(weights)}",
+            cache_key=f"{self.cache.name}-synthetic-{STANDIN_VERSION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
             calibration=calibration,
@@ -244,6 +271,11 @@ class DlrmTask(StandinTask):
         from mlgauge.models.dlrm import REFERENCE_NUM_EMBEDDINGS
 
         rule = inference_rules(round).benchmark(self.benchmark)
+        if self.embedding.kind != "full":
+            raise UsageError(
+                f"--embedding {self.embedding.kind} runs on the synthetic stand-in only: real Criteo needs the "
+                "full model's weights", hint="Leave --dataset out, or --embedding out",
+            )  # fmt: skip
         if weights_path is None:
             raise ModelError(
                 "DLRM-v2 on Criteo needs weights",

@@ -38,6 +38,7 @@ def label(record: ResultRecord, with_task: bool = True) -> str:
     parts += [record.scenario, record.backend]
     if record.precision != "fp32":
         parts.append(record.precision)
+    parts += [f"{k}={v}" for k, v in sorted(record.model_options.items())]
     if record.dataset != "synthetic":
         parts.append(record.dataset)
     return html.escape(" ".join(parts))
