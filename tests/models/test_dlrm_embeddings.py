@@ -83,3 +83,15 @@ def test_a_dlrm_trains_with_any_choice_and_its_embedding_memory_shrinks(kind):
     loss = model(dense, sparse).sum()
     loss.backward()
     assert all(p.grad is not None and math.isfinite(p.grad.sum().item()) for p in model.embeddings.parameters())
+
+
+def test_robe_reads_every_feature_from_one_shared_array_in_one_call():
+    choice = EmbeddingChoice(kind="robe", robe_bytes=4 * 512, block_size=4)
+    emb = build_embeddings(choice, ROWS, HOTS, DIM)
+    assert len({id(t.weight) for t in emb.tables}) == 1 and emb.parameter_bytes() == 4 * 512
+    sparse = _ids()
+    out = emb(sparse)
+    per_table = torch.stack([t(sparse[:, a:b]) for t, (a, b) in zip(emb.tables, emb.slots, strict=True)], dim=1)
+    torch.testing.assert_close(out, per_table)
+    out.sum().backward()
+    assert emb.tables[0].weight.grad.abs().sum() > 0

@@ -155,8 +155,8 @@ class RobeEmbeddings(_PooledFeatures):
         )  # fmt: skip
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
-        pooled = [table(sparse[:, a:b]) for table, (a, b) in zip(self.tables, self.slots, strict=True)]
-        return torch.stack(pooled, dim=1)
+        # one call for every table: one gradient of the shared array per step, not one per table
+        return torch.stack(self.tables([sparse[:, a:b] for a, b in self.slots]), dim=1)
 
 
 def build_embeddings(choice: EmbeddingChoice, num_embeddings: Sequence[int], multi_hot_sizes: Sequence[int],
