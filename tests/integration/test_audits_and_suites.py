@@ -54,10 +54,10 @@ def test_a_suite_survives_a_failing_task(capsys, tmp_path, prepared, monkeypatch
 
     real_prepare = suite_mod.inference.prepare
 
-    def prepare(task, progress=None):
+    def prepare(task, progress=None, model_options=None):
         if task != "resnet50":
             raise DataError(f"cannot build the stand-in for {task} here")
-        return real_prepare(task, progress)
+        return real_prepare(task, progress, model_options)
 
     monkeypatch.setattr(suite_mod.inference, "prepare", prepare)
     monkeypatch.setattr(suite_mod.inference, "needs_prepare", lambda plan: plan.base.task != "resnet50")
