@@ -13,7 +13,7 @@ Goals (README): ROBE at 1000x within 0.002 AUC of the full model; inference with
 full model's samples/s when the full tables exceed the cache.
 
     python benchmarks/robe_dlrm.py [--cap 200000] [--dim 32] [--train 400000] [--val 100000]
-        [--choices full,robe:100,robe:1000,robe:10000] [--json out.json]
+        [--choices full,robe:100,robe:1000,robe:10000] [--multi-hot one|reference] [--block 32] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mlgauge.data.criteo import PlantedClickModel
-from mlgauge.models.dlrm import REFERENCE_NUM_EMBEDDINGS, DlrmConfig, DLRMv2
+from mlgauge.models.dlrm import REFERENCE_MULTI_HOT_SIZES, REFERENCE_NUM_EMBEDDINGS, DlrmConfig, DLRMv2
 from mlgauge.models.dlrm_embeddings import FLOAT_BYTES, EmbeddingChoice, build_embeddings, embedding_bytes
 
 
@@ -46,14 +46,14 @@ def _llc_bytes() -> int | None:
     return max(sizes) if sizes else None
 
 
-def choice_for(spec: str, full_bytes: int) -> EmbeddingChoice:
+def choice_for(spec: str, full_bytes: int, block: int = 32) -> EmbeddingChoice:
     """``full``, ``robe:1000`` (1000x less memory than the full tables), ``hashing:1000``, ``qr:1000``."""
     kind, _, factor = spec.partition(":")
     if kind == "full":
         return EmbeddingChoice()
     if kind == "robe":
         floats = max(64, math.ceil(full_bytes / float(factor) / FLOAT_BYTES))
-        return EmbeddingChoice(kind="robe", robe_bytes=floats * FLOAT_BYTES)
+        return EmbeddingChoice(kind="robe", robe_bytes=floats * FLOAT_BYTES, block_size=block)
     return EmbeddingChoice(kind=kind, compression=float(factor))
 
 
@@ -103,23 +103,26 @@ def main() -> None:
     parser.add_argument("--infer-batch", type=int, default=4096)
     parser.add_argument("--infer-rounds", type=int, default=5)
     parser.add_argument("--choices", default="full,robe:100,robe:1000,robe:10000")
+    parser.add_argument("--multi-hot", choices=("one", "reference"), default="one",
+                        help="ids per feature: one (Criteo's layout) or MLPerf DLRM-v2's multi-hot sizes (214 per sample)")
+    parser.add_argument("--block", type=int, default=32, help="ROBE's Z")
     parser.add_argument("--json")
     args = parser.parse_args()
 
     rows = tuple(min(n, args.cap) for n in REFERENCE_NUM_EMBEDDINGS)
-    hots = (1,) * len(rows)
+    hots = REFERENCE_MULTI_HOT_SIZES if args.multi_hot == "reference" else (1,) * len(rows)
     config = DlrmConfig(rows, hots, embedding_dim=args.dim, bottom_mlp=(64, args.dim), top_mlp=(128, 64, 1),
                         dcn_layers=2, dcn_rank=32)  # fmt: skip
     planted = PlantedClickModel(rows, hots)
     train, val = planted.generate(args.train, "train"), planted.generate(args.val, "val")
     full_bytes = sum(rows) * args.dim * FLOAT_BYTES
     llc = _llc_bytes()
-    print(f"{sum(rows):,} rows x dim {args.dim}: full tables {full_bytes / 1e6:,.1f} MB; last-level cache "
+    print(f"{sum(hots)} ids per sample; {sum(rows):,} rows x dim {args.dim}: full tables {full_bytes / 1e6:,.1f} MB; last-level cache "
           f"{llc / 1e6 if llc else float('nan'):,.1f} MB; {torch.get_num_threads()} threads; "
           f"oracle AUC {val.oracle_auc():.4f}")  # fmt: skip
     results = []
     for spec in args.choices.split(","):
-        choice = choice_for(spec, full_bytes)
+        choice = choice_for(spec, full_bytes, args.block)
         torch.manual_seed(0)
         model = DLRMv2(config, build_embeddings(choice, rows, hots, args.dim))
         seconds = train_epoch(model, train, args.batch, args.lr)
