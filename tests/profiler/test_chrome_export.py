@@ -9,9 +9,6 @@ from __future__ import annotations
 import copy
 import gzip
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -198,29 +195,8 @@ def test_source_is_never_overwritten(trace_file):
     assert trace_file.read_bytes() == source
 
 
-# fp32 NCHW 2x16x28x28, 32 3x3 filters: aten::mkldnn_convolution on PyTorch 2.13 (see test_profile_capture)
-SCRIPT = """
-import sys
-import torch
-from torch.profiler import ProfilerActivity, profile, record_function
-
-torch.manual_seed(0)
-conv = torch.nn.Conv2d(16, 32, 3, padding=1)
-x = torch.randn(2, 16, 28, 28, requires_grad=True)
-with profile(activities=[ProfilerActivity.CPU]) as prof:
-    with record_function("conv_step"):
-        conv(x).sum().backward()
-prof.export_chrome_trace(sys.argv[1])
-"""
-
-
-def test_real_capture_puts_primitives_under_the_issuing_thread(tmp_path):
-    trace_path, log_path = tmp_path / "trace.json", tmp_path / "verbose.log"
-    env = {**os.environ, "ONEDNN_VERBOSE": "1", "ONEDNN_VERBOSE_TIMESTAMP": "1"}
-    with log_path.open("w") as out:
-        done = subprocess.run([sys.executable, "-c", SCRIPT, str(trace_path)], stdout=out,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=120)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+def test_real_capture_puts_primitives_under_the_issuing_thread(conv_capture, tmp_path):
+    trace_path, log_path = conv_capture
     log = load_onednn_log(log_path)
     trace = load_kineto_trace(trace_path)
     lo, hi = trace.window_ns
