@@ -25,13 +25,13 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
 from mlgauge.data.criteo import PlantedClickModel
 from mlgauge.models.dlrm import REFERENCE_MULTI_HOT_SIZES, REFERENCE_NUM_EMBEDDINGS, DlrmConfig, DLRMv2
 from mlgauge.models.dlrm_embeddings import FLOAT_BYTES, EmbeddingChoice, build_embeddings, embedding_bytes
+from mlgauge.tasks.recommendation import train_epoch
 
 
 def _llc_bytes() -> int | None:
@@ -55,27 +55,6 @@ def choice_for(spec: str, full_bytes: int, block: int = 32) -> EmbeddingChoice:
         floats = max(64, math.ceil(full_bytes / float(factor) / FLOAT_BYTES))
         return EmbeddingChoice(kind="robe", robe_bytes=floats * FLOAT_BYTES, block_size=block)
     return EmbeddingChoice(kind=kind, compression=float(factor))
-
-
-def train_epoch(model: DLRMv2, data, batch: int, lr: float) -> float:
-    """One shuffled pass of Adam with a one-cycle schedule; returns the wall seconds."""
-    torch.manual_seed(0)
-    dense, sparse = torch.from_numpy(data.dense), torch.from_numpy(data.sparse)
-    labels = torch.from_numpy(data.labels.astype(np.float32)).unsqueeze(1)
-    steps = len(labels) // batch
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    model.train()
-    started = time.perf_counter()
-    for step in range(steps):
-        rows = order[step * batch : (step + 1) * batch]
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model.logits(dense[rows], sparse[rows]), labels[rows]).backward()
-        opt.step()
-        sched.step()
-    return time.perf_counter() - started
 
 
 @torch.inference_mode()
@@ -125,7 +104,9 @@ def main() -> None:
         choice = choice_for(spec, full_bytes, args.block)
         torch.manual_seed(0)
         model = DLRMv2(config, build_embeddings(choice, rows, hots, args.dim))
-        seconds = train_epoch(model, train, args.batch, args.lr)
+        started = time.perf_counter()
+        train_epoch(model, train.dense, train.sparse, train.labels, batch=args.batch, lr=args.lr)
+        seconds = time.perf_counter() - started
         auc, rate = score_and_rate(model, val, args.infer_batch, args.infer_rounds)
         row = {"choice": spec, "embedding": choice.describe(), "embedding_bytes": embedding_bytes(model),
                "compression": full_bytes / embedding_bytes(model), "auc": auc, "train_s": seconds,

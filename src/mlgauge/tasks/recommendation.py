@@ -104,27 +104,29 @@ def make_auc_score(labels: np.ndarray, target: QualityTarget) -> Callable[[dict[
     return score
 
 
-def _train(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray, progress: Callable[[float], None]):
+def train_epoch(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
+                progress: Callable[[float], None] | None = None, *, batch: int = STANDIN_BATCH, lr: float = STANDIN_LR):
     """One pass of Adam with a one-cycle schedule over shuffled impressions (MLPerf trains DLRM-v2 one epoch too;
-    a second pass mostly memorizes rare categories)."""
+    a second pass mostly memorizes rare categories)."""  # fmt: skip
     import torch
 
     torch.manual_seed(0)
     x_dense, x_sparse = torch.from_numpy(dense), torch.from_numpy(sparse)
     y = torch.from_numpy(labels.astype(np.float32)).unsqueeze(1)
-    steps = len(labels) // STANDIN_BATCH
-    opt = torch.optim.Adam(model.parameters(), lr=STANDIN_LR)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=STANDIN_LR, total_steps=steps, pct_start=0.1)
+    steps = len(labels) // batch
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     model.train()
     for step in range(steps):
-        batch = order[step * STANDIN_BATCH : (step + 1) * STANDIN_BATCH]
+        rows = order[step * batch : (step + 1) * batch]
         opt.zero_grad(set_to_none=True)
-        loss_fn(model.logits(x_dense[batch], x_sparse[batch]), y[batch]).backward()
+        loss_fn(model.logits(x_dense[rows], x_sparse[rows]), y[rows]).backward()
         opt.step()
         sched.step()
-        progress((step + 1) / steps)
+        if progress is not None:
+            progress((step + 1) / steps)
     return model.eval()
 
 
@@ -206,7 +208,7 @@ class DlrmTask(StandinTask):
             torch.manual_seed(0)
             model = self._model(config)
             untrained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
-            _train(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
+            train_epoch(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
             trained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
         report("training the small DLRM-v2", 1.0)
 
