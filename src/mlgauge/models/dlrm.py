@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mlgauge.errors import ModelError
+from mlgauge.ops.graph import recording_graph
 
 NUM_DENSE_FEATURES = 13
 NUM_SPARSE_FEATURES = 26
@@ -162,7 +163,13 @@ class MultiHotEmbeddings(nn.Module):
                 nn.init.uniform_(table.weight, -bound, bound)
 
     def forward(self, sparse: torch.Tensor) -> torch.Tensor:
-        pooled = [table(sparse[:, a:b]).sum(dim=1) for table, (a, b) in zip(self.tables, self.slots, strict=True)]
+        pairs = zip(self.tables, self.slots, strict=True)
+        if recording_graph():
+            # embedding_bag exports to an ONNX Loop that runs several times slower than Gather + ReduceSum
+            pooled = [table(sparse[:, a:b]).sum(dim=1) for table, (a, b) in pairs]
+        else:
+            # pooled as it is gathered: materializing (B, k, D) first costs up to 5x on multi-hot bags
+            pooled = [nn.functional.embedding_bag(sparse[:, a:b], table.weight, mode="sum") for table, (a, b) in pairs]
         return torch.stack(pooled, dim=1)
 
 

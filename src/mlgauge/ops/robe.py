@@ -41,6 +41,7 @@ from torch import nn
 
 from mlgauge.errors import DataError, UsageError, choice_error
 from mlgauge.ops.build import fused_kernel
+from mlgauge.ops.graph import recording_graph
 
 PRIME = 2038074743
 DEFAULT_SEED = 1024  # the authors' HashedEmbeddingBag default
@@ -95,19 +96,13 @@ def _check_shape(dim: int, block: int, size: int) -> None:
         )
 
 
-def _in_graph() -> bool:
-    """Traced, exported or compiled: a graph is being recorded, not data computed."""
-    return (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting())  # fmt: skip
-
-
 def _use_kernel(weight: torch.Tensor, backend: str):
     if backend not in BACKENDS:
         raise choice_error("ROBE backend", backend, BACKENDS)
     runs_here = weight.device.type == "cpu" and weight.dtype in (torch.float32, torch.float64)
     # an exported or traced graph (ONNX, torch.export, TorchScript) cannot hold the C++ op: it gets the
     # PyTorch ops, which every runtime has
-    if backend == "torch" or not runs_here or (_in_graph() and backend == "auto"):
+    if backend == "torch" or not runs_here or (recording_graph() and backend == "auto"):
         if backend == "kernel":
             raise UsageError("the ROBE kernel runs float32/float64 on CPU", hint="Use backend 'auto'")
         return None
@@ -165,7 +160,7 @@ def _torch_bag(weight, ids, offsets, psw, rows, dim, block, hash, table_offset, 
 
 
 def _check_ids(ids: torch.Tensor, rows: int, table: int | str | None) -> None:
-    if ids.numel() == 0 or _in_graph():  # a recorded graph holds no ids to check
+    if ids.numel() == 0 or recording_graph():  # a recorded graph holds no ids to check
         return
     low, high = torch.aminmax(ids)
     if int(low) >= 0 and int(high) < rows:
