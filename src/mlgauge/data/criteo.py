@@ -403,7 +403,7 @@ class SyntheticCriteo:
         return float(roc_auc_score(self.labels, self.probability))
 
 
-_SPLITS = {"train": 1, "val": 2, "calibration": 3}
+_SPLITS = {"train": 1, "val": 2, "calibration": 3, "test": 4}
 _CHUNK = 8_192  # samples per independently seeded block: any prefix regenerates identically
 _MAX_SUPPORT = 1 << 20  # Zipf ranks drawn per feature; rarer ids of huge tables never occur
 

@@ -104,30 +104,40 @@ def make_auc_score(labels: np.ndarray, target: QualityTarget) -> Callable[[dict[
     return score
 
 
-def train_epoch(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
-                progress: Callable[[float], None] | None = None, *, batch: int = STANDIN_BATCH, lr: float = STANDIN_LR):
-    """One pass of Adam with a one-cycle schedule over shuffled impressions (MLPerf trains DLRM-v2 one epoch too;
-    a second pass mostly memorizes rare categories)."""  # fmt: skip
+def train(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
+          progress: Callable[[float], None] | None = None, *, batch: int = STANDIN_BATCH, lr: float = STANDIN_LR,
+          epochs: int = 1, after_epoch: Callable[[int], None] | None = None):
+    """Adam with one one-cycle schedule over ``epochs`` passes of shuffled impressions; ``after_epoch(e)``
+    runs after pass ``e`` (1-based), e.g. to score the model. MLPerf trains DLRM-v2 one epoch: a second
+    pass mostly memorizes rare categories, though a compressed table may need it."""  # fmt: skip
     import torch
 
     torch.manual_seed(0)
     x_dense, x_sparse = torch.from_numpy(dense), torch.from_numpy(sparse)
     y = torch.from_numpy(labels.astype(np.float32)).unsqueeze(1)
     steps = len(labels) // batch
+    if steps * epochs < 2:
+        raise UsageError(f"{len(labels)} impressions make {steps * epochs} steps of {batch}; the schedule needs 2",
+                         hint="Train on more impressions or a smaller batch")  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps * epochs, pct_start=0.1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    model.train()
-    for step in range(steps):
-        rows = order[step * batch : (step + 1) * batch]
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model.logits(x_dense[rows], x_sparse[rows]), y[rows]).backward()
-        opt.step()
-        sched.step()
-        if progress is not None:
-            progress((step + 1) / steps)
-    return model.eval()
+    shuffle = torch.Generator().manual_seed(0)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(labels), generator=shuffle)
+        model.train()
+        for step in range(steps):
+            rows = order[step * batch : (step + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model.logits(x_dense[rows], x_sparse[rows]), y[rows]).backward()
+            opt.step()
+            sched.step()
+            if progress is not None:
+                progress(((epoch - 1) * steps + step + 1) / (steps * epochs))
+        model.eval()
+        if after_epoch is not None:
+            after_epoch(epoch)
+    return model
 
 
 def predict(model, dense: np.ndarray, sparse: np.ndarray, batch_size: int = 4096) -> np.ndarray:
@@ -208,7 +218,7 @@ class DlrmTask(StandinTask):
             torch.manual_seed(0)
             model = self._model(config)
             untrained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
-            train_epoch(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
+            train(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
             trained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
         report("training the small DLRM-v2", 1.0)
 
