@@ -1,0 +1,90 @@
+"""Learn the convergence constants A0 and B0 from a few cheap pilot runs, then plan.
+
+The bound's constants (gradient noise, heterogeneity, smoothness) are unknown for real data, but
+the model says how rounds depend on them: a run with K clients and E iterations that first reaches
+a gap ε' after R rounds gives one linear equation
+
+    R · ε' · E = A0 + B0 · s(K) · E².
+
+A few pilot runs at a loose target ε' (few rounds each) at (K, E) pairs that vary both s(K) and E
+determine A0 and B0 by non-negative least squares. Because ε only scales R, constants fitted at ε'
+serve the real target ε. A pilot that misses ε' within its round limit is reported and left out of
+the fit. What the pilots spent is reported with the estimate: the sampling is not free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from mlgauge.errors import UsageError
+from mlgauge.federated.bound import ConvergenceBound, sampling_factor
+from mlgauge.federated.fedavg import Trace
+
+# run(K, E, target_loss, max_rounds, seed) -> Trace: the simulator, or a deployment.
+PilotRunner = Callable[[int, int, float, int, int], Trace]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bound: ConvergenceBound
+    pilots: tuple[Trace, ...]
+    gap: float  # ε' the pilots ran to
+    optimum: float  # F* the gaps are measured from
+    residual: float  # relative RMS misfit of R·ε'·E over the pilots that reached ε'
+
+    def spent(self, gamma: float) -> float:
+        return float(sum(p.cost(gamma) for p in self.pilots))
+
+    def to_dict(self) -> dict:
+        return {"bound": self.bound.to_dict(), "gap": self.gap, "optimum": self.optimum, "residual": self.residual,
+                "pilots": [{"clients": p.clients_per_round, "iterations": p.iterations, "rounds": len(p.rounds),
+                            "reached": p.reached, "time_s": p.time_s, "energy_j": p.energy_j} for p in self.pilots]}  # fmt: skip
+
+
+def pilot_settings(clients: int, iterations: Sequence[int] = (1, 8, 32)) -> list[tuple[int, int]]:
+    """(K, E) pairs that separate A0 from B0: E from ``iterations`` at a small K, and the middle E at all N.
+
+    A0 shows at small E (R·E ≈ A0), B0 at large E; a second K varies s(K) so the sampling term is seen too.
+    """
+    small = max(1, round(clients / 10))
+    pairs = [(small, e) for e in iterations]
+    middle = sorted(iterations)[len(iterations) // 2]
+    if clients > small:
+        pairs.append((clients, middle))
+    return pairs
+
+
+def fit_bound(traces: Sequence[Trace], clients: int, gap: float) -> tuple[ConvergenceBound, float]:
+    """(A0, B0) from the pilots that reached their target, with the fit's relative RMS residual."""
+    reached = [t for t in traces if t.reached]
+    shapes = {(t.clients_per_round, t.iterations) for t in reached}
+    if len(shapes) < 2:
+        raise UsageError(f"{len(reached)} of {len(traces)} pilot runs reached the loose target at {len(shapes)} "
+                         "(K, E) settings; the fit needs two",
+                         hint="Loosen the pilot target (--pilot-gap) or allow more pilot rounds")  # fmt: skip
+    e = np.array([t.iterations for t in reached], dtype=np.float64)
+    s = sampling_factor(clients, [t.clients_per_round for t in reached])
+    lhs = np.array([len(t.rounds) for t in reached], dtype=np.float64) * gap * e
+    design = np.stack([np.ones_like(e), s * e**2], axis=1)
+    (a0, b0), _ = nnls(design, lhs)
+    predicted = design @ np.array([a0, b0])
+    residual = float(np.sqrt(np.mean(((predicted - lhs) / lhs) ** 2)))
+    if a0 + b0 == 0:
+        raise UsageError("the pilot runs fit A0 = B0 = 0", hint="Run pilots at more (K, E) settings")
+    return ConvergenceBound(float(a0), float(b0), clients), residual
+
+
+def estimate(run: PilotRunner, clients: int, *, optimum: float, gap: float,
+             settings: Sequence[tuple[int, int]] | None = None, seeds: Sequence[int] = (0,),
+             max_rounds: int = 200) -> Estimate:  # fmt: skip
+    """Pilot FedAvg at ``settings`` (default ``pilot_settings``) to F* + ``gap``, and fit the constants."""
+    if not gap > 0:
+        raise UsageError(f"pilot gap ε' = {gap}: it must be > 0", hint="Give a loose positive loss gap")
+    pairs = list(settings) if settings is not None else pilot_settings(clients)
+    traces = tuple(run(k, e, optimum + gap, max_rounds, seed) for k, e in pairs for seed in seeds)
+    bound, residual = fit_bound(traces, clients, gap)
+    return Estimate(bound, traces, float(gap), float(optimum), residual)
