@@ -57,6 +57,9 @@ def test_a_run_reaches_its_target_and_accounts_every_round():
     assert trace.time_s == pytest.approx(sum(sim.costs.round_time(r.clients, 5) for r in trace.rounds))
     assert trace.energy_j == pytest.approx(sum(sim.costs.round_energy(r.clients, 5) for r in trace.rounds))
     assert trace.cost(0.5) == pytest.approx(0.5 * trace.time_s + 0.5 * trace.energy_j)
+    assert trace.recost(sim.costs) == pytest.approx((trace.time_s, trace.energy_j))
+    slow_links = draw_client_costs(10, seed=0, means={"comm_s": 20.0})
+    assert trace.recost(slow_links)[0] > trace.time_s and trace.recost(slow_links)[1] == pytest.approx(trace.energy_j)
     assert all(r.loss > trace.target for r in trace.rounds[:-1])
     again = sim.run(3, 5, target=0.6 * initial, max_rounds=200, seed=1)
     assert [r.loss for r in again.rounds] == [r.loss for r in trace.rounds]

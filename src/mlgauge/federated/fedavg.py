@@ -61,6 +61,13 @@ class Trace:
     def cost(self, gamma: float) -> float:
         return (1.0 - gamma) * self.time_s + gamma * self.energy_j
 
+    def recost(self, costs: ClientCosts) -> tuple[float, float]:
+        """(seconds, joules) the same rounds would take on clients with other ``costs``: which clients
+        were sampled and how many rounds the loss needed do not depend on what the clients cost."""
+        e = self.iterations
+        return (float(sum(costs.round_time(r.clients, e) for r in self.rounds)),
+                float(sum(costs.round_energy(r.clients, e) for r in self.rounds)))  # fmt: skip
+
     def to_dict(self) -> dict:
         return {"clients_per_round": self.clients_per_round, "iterations": self.iterations, "target": self.target,
                 "reached": self.reached, "rounds": len(self.rounds), "time_s": self.time_s,

@@ -1,0 +1,132 @@
+"""Cost-optimal federated learning: does the planned (K, E) reach the target loss as cheaply as the
+best setting an exhaustive search finds, and more cheaply than the common fixed settings?
+
+On the FedAvg simulator (``mlgauge.federated.fedavg``: real training, the clients' time and energy
+from the cost model with Luo et al.'s defaults):
+
+1. pilot runs at a loose gap fit the bound's constants A0, B0 (``estimator``), and their cost is reported;
+2. for each γ, the planner picks (K*, E*) for the target gap, and FedAvg runs it to the target;
+3. every (K, E) of the grid runs to the same target: the best measured cost per γ;
+4. the fixed settings K = 10% of N with E in {1, 5, 20}.
+
+Each setting runs ``--seeds`` times and its cost is the mean over them (a setting that misses the
+target within ``--max-rounds`` in any seed costs infinity). The rounds a run needs and the clients it
+samples do not depend on what the clients cost, so one set of runs is re-costed for every γ and for
+costlier communication (``Trace.recost``): the same runs answer every question below.
+
+    python benchmarks/fl_plan.py [--data digits|synthetic] [--clients 20] [--model logistic|cnn]
+        [--gap 0.1] [--pilot-gap 0.4] [--seeds 3] [--grid-e 1,2,3,5,8,12,20,30] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlgauge.data.federated import digits_clients, synthetic_clients
+from mlgauge.federated.costs import DEFAULT_MEANS, draw_client_costs
+from mlgauge.federated.estimator import estimate
+from mlgauge.federated.fedavg import FedAvgSimulator
+from mlgauge.federated.planner import plan
+
+GAMMAS = (0.0, 0.5, 1.0)
+COMM_SCALES = (0.1, 1.0, 10.0)  # communication costs (t_m, e_m) times this
+
+
+class Runs:
+    """Each (K, E) run once per seed, kept, and re-costed on demand."""
+
+    def __init__(self, sim: FedAvgSimulator, target: float, seeds: int, max_rounds: int) -> None:
+        self.sim, self.target, self.seeds, self.max_rounds = sim, target, seeds, max_rounds
+        self.traces: dict[tuple[int, int], list] = {}
+
+    def get(self, k: int, e: int) -> list:
+        if (k, e) not in self.traces:
+            self.traces[k, e] = [self.sim.run(k, e, target=self.target, max_rounds=self.max_rounds, seed=s)
+                                 for s in range(self.seeds)]  # fmt: skip
+        return self.traces[k, e]
+
+    def cost(self, k: int, e: int, gamma: float, costs) -> float:
+        traces = self.get(k, e)
+        if not all(t.reached for t in traces):
+            return math.inf
+        totals = [t.recost(costs) for t in traces]
+        return float(np.mean([(1 - gamma) * time_s + gamma * energy for time_s, energy in totals]))
+
+
+def scaled(costs, scale: float):
+    return type(costs)(costs.compute_s, costs.comm_s * scale, costs.compute_j, costs.comm_j * scale)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", choices=("digits", "synthetic"), default="digits")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--model", choices=("logistic", "cnn"), default="logistic")
+    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--gap", type=float, default=0.1, help="target: loss <= F* + gap")
+    parser.add_argument("--pilot-gap", type=float, default=0.4)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-rounds", type=int, default=400)
+    parser.add_argument("--grid-e", default="1,2,3,5,8,12,20,30")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+
+    n = args.clients
+    data = digits_clients(n) if args.data == "digits" else synthetic_clients(n)
+    costs = draw_client_costs(n, seed=0)
+    sim = FedAvgSimulator(data, args.model, costs, lr=args.lr, batch=args.batch)
+    started = time.perf_counter()
+    optimum = sim.optimum()
+    runs = Runs(sim, optimum + args.gap, args.seeds, args.max_rounds)
+    print(f"{data.name}: {n} clients, {len(data.labels)} examples, {args.model}; F* {optimum:.4f}, "
+          f"target F* + {args.gap}; client means {DEFAULT_MEANS}")  # fmt: skip
+
+    pilots = estimate(lambda k, e, target, rounds, seed: sim.run(k, e, target=target, max_rounds=rounds, seed=seed),
+                      n, optimum=optimum, gap=args.pilot_gap, seeds=range(args.seeds))  # fmt: skip
+    print(f"pilots at gap {args.pilot_gap}: A0 {pilots.bound.a0:.3f}, B0 {pilots.bound.b0:.4f}, misfit "
+          f"{pilots.residual:.0%}; spent {pilots.spent(0):,.0f} s, {pilots.spent(1):,.2f} J")  # fmt: skip
+
+    grid_e = [int(e) for e in args.grid_e.split(",")]
+    max_e = max(grid_e)
+    cells = [(k, e) for k in range(1, n + 1) for e in grid_e]
+    for i, (k, e) in enumerate(cells, 1):
+        runs.get(k, e)
+        if i % n == 0:
+            print(f"  grid {i}/{len(cells)} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+    fixed_k = max(1, round(0.1 * n))
+    rows = []
+    for scale in COMM_SCALES:
+        clients = scaled(costs, scale)
+        for gamma in GAMMAS:
+            chosen = plan(clients, pilots.bound, gamma=gamma, epsilon=args.gap, max_iterations=max_e)
+            measured = runs.cost(chosen.clients, chosen.iterations, gamma, clients)
+            grid = {(k, e): runs.cost(k, e, gamma, clients) for k, e in cells}
+            best = min(grid, key=grid.get)
+            fixed = {e: runs.cost(fixed_k, e, gamma, clients) for e in (1, 5, 20)}
+            row = {"comm_scale": scale, "gamma": gamma, "plan": [chosen.clients, chosen.iterations],
+                   "plan_predicted": chosen.cost, "plan_measured": measured, "grid_best": list(best),
+                   "grid_best_cost": grid[best], "vs_best": measured / grid[best] - 1,
+                   "fixed": {str(e): c for e, c in fixed.items()},
+                   "savings_vs_fixed": {str(e): 1 - measured / c for e, c in fixed.items()}}  # fmt: skip
+            rows.append(row)
+            fixed_text = "  ".join(f"E={e}: {c:,.1f} ({1 - measured / c:+.0%})" for e, c in fixed.items())
+            print(f"comm x{scale:<4g} γ={gamma:.1f}: plan K={chosen.clients:>2} E={chosen.iterations:>2} "
+                  f"cost {measured:,.2f} (model {chosen.cost:,.2f}); grid best K={best[0]} E={best[1]} "
+                  f"{grid[best]:,.2f} ({measured / grid[best] - 1:+.1%}); fixed K={fixed_k} {fixed_text}",
+                  flush=True)  # fmt: skip
+    print(f"{len(runs.traces) * args.seeds} FedAvg runs in {time.perf_counter() - started:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "optimum": optimum, "pilots": pilots.to_dict(),
+                                               "rows": rows}, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
