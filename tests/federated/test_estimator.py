@@ -1,0 +1,55 @@
+"""The estimator: constants recovered from rounds the model itself predicts, and pilots on the simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlgauge.data.federated import digits_clients
+from mlgauge.errors import UsageError
+from mlgauge.federated.bound import ConvergenceBound
+from mlgauge.federated.costs import draw_client_costs
+from mlgauge.federated.estimator import estimate, fit_bound, pilot_settings
+from mlgauge.federated.fedavg import FedAvgSimulator, Round, Trace
+
+
+def _trace(k: int, e: int, rounds: int, reached: bool = True) -> Trace:
+    target = 0.5
+    trace = Trace(k, e, target, 2.0)
+    for r in range(1, rounds + 1):
+        trace.rounds.append(Round(r, tuple(range(k)), target if (reached and r == rounds) else 1.0, 1.0, 0.1))
+    return trace
+
+
+def test_constants_come_back_from_rounds_the_model_predicts():
+    truth = ConvergenceBound(a0=40.0, b0=0.3, clients=20)
+    gap = 0.2
+    pilots = [_trace(k, e, int(round(float(truth.rounds(k, e, gap))))) for k, e in pilot_settings(20)]
+    fitted, residual = fit_bound(pilots, 20, gap)
+    assert fitted.a0 == pytest.approx(40.0, rel=0.05) and fitted.b0 == pytest.approx(0.3, rel=0.05)
+    assert residual < 0.02
+
+
+def test_pilot_settings_vary_e_and_k():
+    pairs = pilot_settings(20)
+    assert {e for _, e in pairs} == {1, 8, 32} and {k for k, _ in pairs} == {2, 20}
+    assert pilot_settings(1) == [(1, 1), (1, 8), (1, 32)]
+
+
+def test_pilots_that_miss_are_left_out_and_too_few_are_refused():
+    good = [_trace(2, 1, 50), _trace(2, 8, 20)]
+    fitted, _ = fit_bound([*good, _trace(20, 8, 200, reached=False)], 20, 0.2)
+    assert fitted.a0 > 0
+    with pytest.raises(UsageError, match="1 of 2 pilot runs reached"):
+        fit_bound([good[0], _trace(2, 8, 9, reached=False)], 20, 0.2)
+
+
+def test_pilots_on_the_simulator_give_a_usable_bound():
+    data = digits_clients(10)
+    sim = FedAvgSimulator(data, "logistic", draw_client_costs(10), lr=0.5)
+    result = estimate(lambda k, e, target, rounds, seed: sim.run(k, e, target=target, max_rounds=rounds, seed=seed),
+                      10, optimum=sim.optimum(), gap=0.5, settings=[(1, 1), (1, 4), (10, 4)], max_rounds=150)  # fmt: skip
+    assert result.bound.a0 + result.bound.b0 > 0 and len(result.pilots) == 3
+    assert result.spent(0) == pytest.approx(sum(p.time_s for p in result.pilots))
+    assert result.to_dict()["pilots"][0]["clients"] == 1
+    with pytest.raises(UsageError, match="pilot gap"):
+        estimate(lambda *a: None, 10, optimum=0.0, gap=0.0)
