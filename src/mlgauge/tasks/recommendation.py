@@ -209,7 +209,7 @@ class DlrmTask(StandinTask):
         config = standin_config()
         report("generating synthetic impressions", 0.0)
         planted = PlantedClickModel(config.num_embeddings, config.multi_hot_sizes)
-        train = planted.generate(STANDIN_SPLITS["train"], "train")
+        train_split = planted.generate(STANDIN_SPLITS["train"], "train")
         report("generating synthetic impressions", 0.12)
         val = planted.generate(STANDIN_SPLITS["val"], "val")
         report("generating synthetic impressions", 0.15)
@@ -218,7 +218,7 @@ class DlrmTask(StandinTask):
             torch.manual_seed(0)
             model = self._model(config)
             untrained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
-            train(model, train.dense, train.sparse, train.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
+            train(model, train_split.dense, train_split.sparse, train_split.labels, lambda f: report("training the small DLRM-v2", 0.15 + 0.8 * f))
             trained = auc_percent(val.labels, predict(model, val.dense, val.sparse))
         report("training the small DLRM-v2", 1.0)
 
