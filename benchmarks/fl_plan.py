@@ -78,11 +78,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--gap", type=float, default=0.1, help="target: loss <= F* + gap")
-    parser.add_argument("--pilot-gap", type=float, default=0.4)
+    parser.add_argument("--pilot-gap", type=float, help="the pilots' target gap (default: 2 x --gap)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-rounds", type=int, default=400)
     parser.add_argument("--grid-e", default="1,2,3,5,8,12,20,30")
     parser.add_argument("--json")
+    parser.add_argument("--traces", help="also write every run's per-round losses and sampled clients here")
     args = parser.parse_args()
 
     n = args.clients
@@ -95,9 +96,11 @@ def main() -> None:
     print(f"{data.name}: {n} clients, {len(data.labels)} examples, {args.model}; F* {optimum:.4f}, "
           f"target F* + {args.gap}; client means {DEFAULT_MEANS}")  # fmt: skip
 
+    pilot_gap = args.pilot_gap or 2 * args.gap
     pilots = estimate(lambda k, e, target, rounds, seed: sim.run(k, e, target=target, max_rounds=rounds, seed=seed),
-                      n, optimum=optimum, gap=args.pilot_gap, seeds=range(args.seeds))  # fmt: skip
-    print(f"pilots at gap {args.pilot_gap}: A0 {pilots.bound.a0:.3f}, B0 {pilots.bound.b0:.4f}, misfit "
+                      n, optimum=optimum, gap=pilot_gap, seeds=range(args.seeds))  # fmt: skip
+    b = pilots.bound
+    print(f"pilots at gap {pilot_gap:g}: A0 {b.a0:.3g}, A1 {b.a1:.3g}, B0 {b.b0:.3g}, C0 {b.c0:.3g}, misfit "
           f"{pilots.residual:.0%}; spent {pilots.spent(0):,.0f} s, {pilots.spent(1):,.2f} J")  # fmt: skip
 
     grid_e = [int(e) for e in args.grid_e.split(",")]
@@ -123,6 +126,7 @@ def main() -> None:
                    "grid_best_cost": grid[best], "vs_best": measured / grid[best] - 1,
                    "fixed": {str(e): c for e, c in fixed.items()},
                    "savings_vs_fixed": {str(e): 1 - measured / c for e, c in fixed.items()}}  # fmt: skip
+            row["grid"] = {f"{k},{e}": c for (k, e), c in grid.items()}
             rows.append(row)
             fixed_text = "  ".join(f"E={e}: {c:,.1f} ({1 - measured / c:+.0%})" for e, c in fixed.items())
             print(f"comm x{scale:<4g} γ={gamma:.1f}: plan K={chosen.clients:>2} E={chosen.iterations:>2} "
@@ -133,6 +137,10 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "optimum": optimum, "pilots": pilots.to_dict(),
                                                "rows": rows}, indent=2))  # fmt: skip
+    if args.traces:
+        Path(args.traces).write_text(json.dumps({f"{k},{e}": [{"loss": [r.loss for r in t.rounds],
+                                                              "clients": [r.clients for r in t.rounds]} for t in traces]
+                                                 for (k, e), traces in runs.traces.items()}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,17 +22,18 @@ def _brute_force(costs, bound, gamma, epsilon, max_e):
         for e in range(1, max_e + 1):
             t = np.mean([costs.round_time(s, e) for s in subsets])
             en = np.mean([costs.round_energy(s, e) for s in subsets])
-            s_k = 1 + (n - k) / (k * (n - 1))
-            rounds = (bound.a0 + bound.b0 * s_k * e * e) / (epsilon * e)
+            q_k = (n - k) / (k * (n - 1))
+            rounds = (bound.a0 + bound.a1 * e + (bound.b0 + bound.c0 * q_k) * e * e) / (epsilon * e)
             cost = rounds * ((1 - gamma) * t + gamma * en)
             best = min(best, (cost, (k, e)))
     return best
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
-def test_the_plan_is_the_brute_force_minimum(gamma):
+@pytest.mark.parametrize("bound", [ConvergenceBound(a0=30.0, b0=0.2, clients=6),
+                                   ConvergenceBound(a0=30.0, b0=0.05, clients=6, a1=12.0, c0=0.9)], ids=["s(K)", "4"])
+def test_the_plan_is_the_brute_force_minimum(gamma, bound):
     costs = draw_client_costs(6, seed=1)
-    bound = ConvergenceBound(a0=30.0, b0=0.2, clients=6)
     got = plan(costs, bound, gamma=gamma, epsilon=0.05)
     cost, (k, e) = _brute_force(costs, bound, gamma, 0.05, max_e=60)
     assert (got.clients, got.iterations) == (k, e)
@@ -50,6 +51,15 @@ def test_the_search_goes_past_its_first_window_when_the_bound_requires():
     per_round = costs.expected_round_time([got.clients], e)[0]
     totals = bound.rounds(got.clients, e, 0.1) * per_round
     assert got.iterations == int(e[np.argmin(totals)])
+
+
+def test_with_a_linear_term_only_the_search_still_ends_where_the_bound_proves():
+    costs = draw_client_costs(5, seed=2)
+    bound = ConvergenceBound(a0=5e4, b0=0.0, clients=5, a1=0.5, c0=0.0)  # rounds level off at A1/ε, never climb
+    got = plan(costs, bound, gamma=0.5, epsilon=0.1)
+    e = np.arange(1, 50_001)
+    per_round = 0.5 * costs.expected_round_time([got.clients], e)[0] + 0.5 * costs.expected_round_energy([got.clients], e)[0]
+    assert got.iterations == int(e[np.argmin(bound.rounds(got.clients, e, 0.1) * per_round)])
 
 
 def test_a_limit_on_e_is_respected():

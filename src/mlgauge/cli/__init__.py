@@ -12,7 +12,7 @@ from mlgauge.errors import MlgaugeError, UsageError
 from mlgauge.interrupts import EXIT_CODE as TERMINATED_EXIT
 from mlgauge.interrupts import Terminated
 
-COMMANDS = ("run", "prepare", "results", "report", "compare", "train", "rcp", "tiny", "profile", "list", "submit", "check")
+COMMANDS = ("run", "prepare", "results", "report", "compare", "train", "rcp", "tiny", "profile", "list", "submit", "check", "fl")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlgauge.errors import UsageError
+from mlgauge.errors import UsageError, choice_error
 
 
 @dataclass(frozen=True)
@@ -98,3 +98,15 @@ def synthetic_clients(clients: int, *, alpha: float = 1.0, beta: float = 1.0, se
         ys.append(np.argmax(x @ w + b, axis=1).astype(np.int64))
     starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     return ClientData(np.concatenate(xs), np.concatenate(ys), starts, classes, f"synthetic({alpha:g},{beta:g})")
+
+
+FEDERATIONS = ("digits", "synthetic")
+
+
+def load_federation(name: str, clients: int, *, seed: int = 0, alpha: float = 1.0, beta: float = 1.0) -> ClientData:
+    """A federation by name: ``digits`` or ``synthetic`` (Synthetic(``alpha``, ``beta``))."""
+    if name == "digits":
+        return digits_clients(clients, seed=seed)
+    if name == "synthetic":
+        return synthetic_clients(clients, alpha=alpha, beta=beta, seed=seed)
+    raise choice_error("federated dataset", name, FEDERATIONS)

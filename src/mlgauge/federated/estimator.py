@@ -1,15 +1,17 @@
-"""Learn the convergence constants A0 and B0 from a few cheap pilot runs, then plan.
+"""Learn the convergence constants from a few short pilot runs, then plan.
 
 The bound's constants (gradient noise, heterogeneity, smoothness) are unknown for real data, but
 the model says how rounds depend on them: a run with K clients and E iterations that first reaches
 a gap ε' after R rounds gives one linear equation
 
-    R · ε' · E = A0 + B0 · s(K) · E².
+    R · ε' · E = A0 + A1·E + B0·E² + C0·q(K)·E².
 
-A few pilot runs at a loose target ε' (few rounds each) at (K, E) pairs that vary both s(K) and E
-determine A0 and B0 by non-negative least squares. Because ε only scales R, constants fitted at ε'
-serve the real target ε. A pilot that misses ε' within its round limit is reported and left out of
-the fit. What the pilots spent is reported with the estimate: the sampling is not free.
+Pilot runs at a looser target ε' at (K, E) pairs that vary E at a small K and K at one E determine
+the four constants by non-negative least squares on relative errors (a pilot of 10 rounds counts as
+much as one of 200). Because ε only scales R in the model, constants fitted at ε' serve the real
+target ε; on measured FedAvg the drift terms weigh more near the optimum, so ε' should not be far
+from ε (the default is 2ε). A pilot that misses ε' within its round limit is reported and left out
+of the fit. What the pilots spent is reported with the estimate: the sampling is not free.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from mlgauge.errors import UsageError
-from mlgauge.federated.bound import ConvergenceBound, sampling_factor
+from mlgauge.federated.bound import ConvergenceBound, sampling_variance
 from mlgauge.federated.fedavg import Trace
 
 # run(K, E, target_loss, max_rounds, seed) -> Trace: the simulator, or a deployment.
@@ -45,10 +47,11 @@ class Estimate:
                             "reached": p.reached, "time_s": p.time_s, "energy_j": p.energy_j} for p in self.pilots]}  # fmt: skip
 
 
-def pilot_settings(clients: int, iterations: Sequence[int] = (1, 8, 32)) -> list[tuple[int, int]]:
-    """(K, E) pairs that separate A0 from B0: E from ``iterations`` at a small K, and the middle E at all N.
+def pilot_settings(clients: int, iterations: Sequence[int] = (1, 5, 20)) -> list[tuple[int, int]]:
+    """(K, E) pairs that separate the constants: E from ``iterations`` at K = N/10, and the middle E at K = N.
 
-    A0 shows at small E (R·E ≈ A0), B0 at large E; a second K varies s(K) so the sampling term is seen too.
+    A0 shows at small E (R·E ≈ A0), A1 in the middle, the E² terms at large E; K = N (q = 0) then
+    separates drift (B0) from sampling variance (C0).
     """
     small = max(1, round(clients / 10))
     pairs = [(small, e) for e in iterations]
@@ -59,7 +62,7 @@ def pilot_settings(clients: int, iterations: Sequence[int] = (1, 8, 32)) -> list
 
 
 def fit_bound(traces: Sequence[Trace], clients: int, gap: float) -> tuple[ConvergenceBound, float]:
-    """(A0, B0) from the pilots that reached their target, with the fit's relative RMS residual."""
+    """The constants from the pilots that reached their target, with the fit's relative RMS residual."""
     reached = [t for t in traces if t.reached]
     shapes = {(t.clients_per_round, t.iterations) for t in reached}
     if len(shapes) < 2:
@@ -67,15 +70,15 @@ def fit_bound(traces: Sequence[Trace], clients: int, gap: float) -> tuple[Conver
                          "(K, E) settings; the fit needs two",
                          hint="Loosen the pilot target (--pilot-gap) or allow more pilot rounds")  # fmt: skip
     e = np.array([t.iterations for t in reached], dtype=np.float64)
-    s = sampling_factor(clients, [t.clients_per_round for t in reached])
+    q = sampling_variance(clients, [t.clients_per_round for t in reached])
     lhs = np.array([len(t.rounds) for t in reached], dtype=np.float64) * gap * e
-    design = np.stack([np.ones_like(e), s * e**2], axis=1)
-    (a0, b0), _ = nnls(design, lhs)
-    predicted = design @ np.array([a0, b0])
-    residual = float(np.sqrt(np.mean(((predicted - lhs) / lhs) ** 2)))
-    if a0 + b0 == 0:
-        raise UsageError("the pilot runs fit A0 = B0 = 0", hint="Run pilots at more (K, E) settings")
-    return ConvergenceBound(float(a0), float(b0), clients), residual
+    design = np.stack([np.ones_like(e), e, e**2, q * e**2], axis=1)
+    constants, _ = nnls(design / lhs[:, None], np.ones_like(lhs))
+    residual = float(np.sqrt(np.mean((design @ constants / lhs - 1.0) ** 2)))
+    if not constants.any():
+        raise UsageError("the pilot runs fit every constant to 0", hint="Run pilots at more (K, E) settings")
+    a0, a1, b0, c0 = (float(c) for c in constants)
+    return ConvergenceBound(a0, b0, clients, a1=a1, c0=c0), residual
 
 
 def estimate(run: PilotRunner, clients: int, *, optimum: float, gap: float,

@@ -75,6 +75,13 @@ class Trace:
                 "loss": [r.loss for r in self.rounds]}  # fmt: skip
 
 
+def objective(model: torch.nn.Module, params: dict, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
+    """What every client minimizes: cross-entropy plus 0.5 · weight decay · ||w||² (strongly convex for logistic)."""
+    logits = functional_call(model, params, (x,))
+    penalty = sum((p * p).sum() for p in params.values())
+    return torch.nn.functional.cross_entropy(logits, y) + 0.5 * weight_decay * penalty
+
+
 def check_plan_shape(clients: int, iterations: int, n: int) -> None:
     if not 1 <= clients <= n:
         raise UsageError(f"K = {clients} clients per round, but there are {n} clients", hint=f"Choose K between 1 and {n}")
@@ -105,9 +112,7 @@ class FedAvgSimulator:
         self._optimum: float | None = None
 
     def _objective(self, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = functional_call(self.model, params, (x,))
-        penalty = sum((p * p).sum() for p in params.values())
-        return torch.nn.functional.cross_entropy(logits, y) + 0.5 * self.weight_decay * penalty
+        return objective(self.model, params, x, y, self.weight_decay)
 
     def loss(self, params: dict) -> float:
         """F(w) over every client's examples."""

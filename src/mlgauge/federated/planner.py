@@ -6,12 +6,12 @@ with R from ``bound`` and the expectations from ``costs``; γ weighs a joule aga
 (γ = 0: time only, γ = 1: energy only). The search is exhaustive over the integers, so the plan is
 the exact minimizer of the model. K has N values. E is unbounded, but not its useful range: the
 per-round cost is smallest at K = 1, where it is c_1(E) = p·E + q (p, q: the clients' mean
-per-iteration and per-round costs, weighted by γ), and s(K) >= 1, so every (K, E) costs at least
+per-iteration and per-round costs, weighted by γ), and q(K) >= 0, so every (K, E) costs at least
 
-    L(E) = (A0 + B0·E²)(p·E + q) / (ε·E)  >=  (A0·p + B0·p·E²) / ε.
+    L(E) = (A0 + A1·E + B0·E²)(p·E + q) / (ε·E)  >=  p·(A0 + A1·E + B0·E²) / ε.
 
-Any E with B0·p·E² > best·ε − A0·p loses to the best cost found so far. The planner first searches
-E <= 256, then as far as that bound requires.
+Any E with p·(A0 + A1·E + B0·E²) > best·ε loses to the best cost found so far. The planner first
+searches E <= 256, then as far as that bound requires.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def plan(costs: ClientCosts, bound: ConvergenceBound, *, gamma: float, epsilon: 
                          hint="Estimate the bound on the same federation")  # fmt: skip
     if max_iterations is not None and max_iterations < 1:
         raise UsageError(f"E <= {max_iterations}: no local iteration count is allowed", hint="Give a limit >= 1")
-    if max_iterations is None and bound.b0 == 0:
-        raise UsageError("with B0 = 0 the model rewards ever more local iterations",
+    if max_iterations is None and bound.b0 == 0 and bound.a1 == 0:
+        raise UsageError("with A1 = B0 = 0 the model rewards ever more local iterations",
                          hint="Give a limit on E (--max-iterations)")  # fmt: skip
     ks = np.arange(1, costs.clients + 1)
     limit = _FIRST_WINDOW if max_iterations is None else min(_FIRST_WINDOW, max_iterations)
@@ -108,10 +108,13 @@ def _iterations_bound(costs: ClientCosts, bound: ConvergenceBound, gamma: float,
     """The largest E whose cost can still be <= ``best``, from the lower bound L(E) above."""
     p = (1.0 - gamma) * costs.compute_s.mean() + gamma * costs.compute_j.mean()
     q = (1.0 - gamma) * costs.comm_s.mean() + gamma * costs.comm_j.mean()
-    if bound.b0 == 0:
+    if p > 0:  # the largest root of B0·E² + A1·E + A0 - best·ε/p = 0
+        a, b, c = bound.b0, bound.a1, bound.a0 - best * epsilon / p
+        if a > 0:
+            return max(1, math.floor((-b + math.sqrt(max(0.0, b * b - 4 * a * c))) / (2 * a)))
+        if b > 0:
+            return max(1, math.floor(-c / b))
         return _FIRST_WINDOW
-    if p > 0:  # B0·p·E² <= best·ε − A0·p
-        return max(1, math.floor(math.sqrt(max(0.0, best * epsilon - bound.a0 * p) / (bound.b0 * p))))
-    if q > 0:  # no per-iteration cost: L(E) >= B0·q·E / ε
+    if q > 0 and bound.b0 > 0:  # no per-iteration cost: L(E) >= B0·q·E / ε
         return max(1, math.floor(best * epsilon / (bound.b0 * q)))
-    return _FIRST_WINDOW  # nothing costs anything: every plan is free
+    return _FIRST_WINDOW  # E costs nothing, or the model cannot tell large E apart

@@ -1,0 +1,345 @@
+"""``mlgauge fl``: cost-effective federated learning. Plan clients per round K and local iterations E,
+estimate the plan's constants from pilot runs, simulate FedAvg, or deploy it on Flower."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mlgauge import paths
+from mlgauge.cli.output import console, err_console, print_json
+from mlgauge.errors import UsageError
+from mlgauge.federated.costs import DEFAULT_MEANS, ClientCosts, draw_client_costs
+from mlgauge.federated.planner import check_gamma
+
+DATASETS = ("digits", "synthetic")
+MODELS = ("logistic", "cnn")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("fl", help="federated learning: plan, estimate, simulate or deploy FedAvg's K and E")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=type(p), required=True)
+
+    plan = verbs.add_parser("plan", help="the (K, E) of least expected cost, given the convergence constants")
+    _federation_args(plan, data=False)
+    plan.add_argument("--a0", type=float, required=True, help="convergence constant A0 (from 'mlgauge fl estimate')")
+    plan.add_argument("--b0", type=float, required=True, help="convergence constant B0 (drift)")
+    plan.add_argument("--a1", type=float, default=0.0, help="convergence constant A1 (default 0)")
+    plan.add_argument("--c0", type=float, help="convergence constant C0 (sampling variance; default B0)")
+    _objective_args(plan)
+    plan.add_argument("--surface", type=Path, metavar="CSV", help="also write the predicted cost of every (K, E)")
+    plan.set_defaults(handler=execute_plan)
+
+    simulate = verbs.add_parser("simulate", help="FedAvg on the simulator with a given K and E, to a target loss")
+    _federation_args(simulate)
+    _training_args(simulate)
+    simulate.add_argument("-K", "--clients-per-round", type=int, required=True)
+    simulate.add_argument("-E", "--local-iterations", type=int, required=True)
+    simulate.add_argument("--gap", type=float, default=0.1, help="stop at loss <= F* + gap (default 0.1)")
+    simulate.add_argument("--gamma", type=float, default=0.5, help="weight of energy in the reported cost (default 0.5)")
+    simulate.add_argument("--max-rounds", type=int, default=500)
+    simulate.add_argument("--seed", type=int, default=0, help="sampling and minibatch seed (default 0)")
+    simulate.set_defaults(handler=execute_simulate)
+
+    estimate = verbs.add_parser("estimate", help="pilot runs fit the convergence constants, then plan (and run the plan)")
+    _federation_args(estimate)
+    _training_args(estimate)
+    _objective_args(estimate)
+    estimate.add_argument("--pilot-gap", type=float, help="the pilots' looser target gap (default 2ε)")
+    estimate.add_argument("--pilot-rounds", type=int, default=200, help="round limit of each pilot (default 200)")
+    estimate.add_argument("--seeds", type=int, default=1, help="pilot runs per setting (default 1)")
+    estimate.add_argument("--run", action="store_true", help="then run the plan to the target and report its cost")
+    estimate.set_defaults(handler=execute_estimate)
+
+    deploy = verbs.add_parser("deploy", help="FedAvg with a given K and E on Flower: local SuperLink + N SuperNodes")
+    deploy.add_argument("--data", choices=DATASETS, default="digits")
+    deploy.add_argument("--clients", type=int, default=3, help="N SuperNodes, one partition each (default 3)")
+    deploy.add_argument("--model", choices=MODELS, default="logistic")
+    deploy.add_argument("--lr", type=float, default=0.5)
+    deploy.add_argument("--batch", type=int, default=16)
+    deploy.add_argument("-K", "--clients-per-round", type=int, required=True)
+    deploy.add_argument("-E", "--local-iterations", type=int, required=True)
+    deploy.add_argument("--rounds", type=int, default=10, help="at most this many rounds (default 10)")
+    deploy.add_argument("--target-loss", type=float, default=0.0, help="stop once the global loss is <= this")
+    deploy.add_argument("--round-timeout", type=float, default=120.0,
+                        help="seconds to wait for a round's replies; later clients count as dropped (default 120)")
+    deploy.add_argument("--superlink", metavar="HOST:PORT",
+                        help="run on this SuperLink and its SuperNodes instead of starting them here")
+    deploy.add_argument("--root-certificates", type=Path, help="the SuperLink's CA certificate (default: insecure)")
+    deploy.add_argument("--seed", type=int, default=0)
+    deploy.add_argument("--workdir", type=Path, help="Flower's logs, state and the run's trace (default: a new folder)")
+    deploy.add_argument("--timeout", type=float, help="give up after this many seconds")
+    deploy.add_argument("--json", action="store_true")
+    deploy.set_defaults(handler=execute_deploy)
+
+
+def _federation_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
+    if data:
+        p.add_argument("--data", choices=DATASETS, default="digits", help="client data (default digits, 2 labels each)")
+        p.add_argument("--model", choices=MODELS, default="logistic")
+    p.add_argument("--clients", type=int, default=20, help="N clients in the federation (default 20)")
+    p.add_argument("--costs", type=Path, metavar="JSON",
+                   help="per-client costs {compute_s, comm_s, compute_j, comm_j: [N values]}; "
+                        f"default: drawn around {DEFAULT_MEANS} with std = mean / 3")  # fmt: skip
+    p.add_argument("--cost-seed", type=int, default=0, help="seed of the drawn costs (default 0)")
+    p.add_argument("--json", action="store_true")
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lr", type=float, default=0.5, help="local SGD step size (default 0.5)")
+    p.add_argument("--batch", type=int, default=16)
+
+
+def _objective_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gamma", type=float, default=0.5, help="energy's weight: 0 time only, 1 energy only (default 0.5)")
+    p.add_argument("--epsilon", "--gap", dest="epsilon", type=float, default=0.1,
+                   help="target: global loss <= F* + ε (default 0.1)")  # fmt: skip
+    p.add_argument("--max-iterations", type=int, help="largest E to consider (default: as far as the model needs)")
+
+
+def _costs(args) -> ClientCosts:
+    if args.clients < 1:
+        raise UsageError(f"--clients {args.clients}: a federation needs at least one client", hint="Give N >= 1")
+    if args.costs is None:
+        return draw_client_costs(args.clients, seed=args.cost_seed)
+    try:
+        data = json.loads(args.costs.read_text())
+        if not isinstance(data, dict):
+            raise TypeError
+        costs = ClientCosts.from_dict(data)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.costs}: {exc.strerror or exc}", hint="Give a readable JSON file") from None
+    except (ValueError, TypeError):
+        raise UsageError(f"{args.costs} is not a JSON object of four cost lists",
+                         hint="Write {\"compute_s\": [...], \"comm_s\": [...], \"compute_j\": [...], \"comm_j\": [...]}") from None  # fmt: skip
+    if costs.clients != args.clients:
+        raise UsageError(f"{args.costs} describes {costs.clients} clients but --clients is {args.clients}",
+                         hint=f"Pass --clients {costs.clients}")  # fmt: skip
+    return costs
+
+
+def _check_shape(args) -> None:
+    from mlgauge.federated.fedavg import check_plan_shape
+
+    check_plan_shape(args.clients_per_round, args.local_iterations, args.clients)
+
+
+def _simulator(args, costs: ClientCosts):
+    from mlgauge.data.federated import load_federation
+    from mlgauge.federated.fedavg import FedAvgSimulator
+
+    return FedAvgSimulator(load_federation(args.data, args.clients), args.model, costs, lr=args.lr, batch=args.batch)
+
+
+def _plan_table(chosen, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("K*", "E*", "rounds", "time", "energy", "cost"):
+        table.add_column(column, justify="right")
+    table.add_row(str(chosen.clients), str(chosen.iterations), f"{chosen.rounds:,.1f}", f"{chosen.time_s:,.1f} s",
+                  f"{chosen.energy_j:,.3f} J", f"{chosen.cost:,.3f}")  # fmt: skip
+    return table
+
+
+def _write_surface(path: Path, chosen) -> None:
+    s = chosen.surface
+    lines = ["clients,iterations,rounds,time_s,energy_j,cost"]
+    for i, k in enumerate(s.clients):
+        for j, e in enumerate(s.iterations):
+            lines.append(f"{k},{e},{s.rounds[i, j]:.6g},{s.time_s[i, j]:.6g},{s.energy_j[i, j]:.6g},{s.cost[i, j]:.6g}")
+    try:
+        paths.write_text_atomic(path, "\n".join(lines) + "\n")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}", hint="Choose a writable path") from None
+
+
+def execute_plan(args) -> int:
+    from mlgauge.federated.bound import ConvergenceBound
+    from mlgauge.federated.planner import plan
+
+    gamma = check_gamma(args.gamma)
+    costs = _costs(args)
+    chosen = plan(costs, ConvergenceBound(args.a0, args.b0, args.clients, a1=args.a1, c0=args.c0), gamma=gamma, epsilon=args.epsilon,
+                  max_iterations=args.max_iterations)  # fmt: skip
+    if args.surface is not None:
+        _write_surface(args.surface, chosen)
+    if args.json:
+        print_json({"plan": chosen.to_dict(), "surface": str(args.surface) if args.surface else None})
+        return 0
+    console.print(_plan_table(chosen, f"Plan for {args.clients} clients, γ = {gamma:g}, ε = {args.epsilon:g}"))
+    return 0
+
+
+def _run_with_progress(sim, k: int, e: int, *, target: float, max_rounds: int, seed: int, label: str, quiet: bool):
+    if quiet:
+        return sim.run(k, e, target=target, max_rounds=max_rounds, seed=seed)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task(label, total=max_rounds, loss="")
+        return sim.run(k, e, target=target, max_rounds=max_rounds, seed=seed,
+                       on_round=lambda r: bar.update(task, completed=r.number, loss=f"loss {r.loss:.4f}"))  # fmt: skip
+
+
+def _trace_summary(trace, gamma: float) -> dict:
+    return {**trace.to_dict(), "cost": trace.cost(gamma), "gamma": gamma}
+
+
+def execute_simulate(args) -> int:
+    gamma = check_gamma(args.gamma)
+    _check_shape(args)
+    sim = _simulator(args, _costs(args))
+    optimum = sim.optimum()
+    trace = _run_with_progress(sim, args.clients_per_round, args.local_iterations, target=optimum + args.gap,
+                               max_rounds=args.max_rounds, seed=args.seed,
+                               label=f"FedAvg K={args.clients_per_round} E={args.local_iterations}", quiet=args.json)  # fmt: skip
+    summary = {**_trace_summary(trace, gamma), "optimum": optimum, "data": sim.data.name, "model": args.model}
+    if args.json:
+        print_json(summary)
+        return 0 if trace.reached else 1
+    _print_trace(trace, gamma, optimum, sim.data.name)
+    return 0 if trace.reached else 1
+
+
+def _print_trace(trace, gamma: float, optimum: float, data: str) -> None:
+    table = Table(title=f"FedAvg on {data}: K = {trace.clients_per_round}, E = {trace.iterations}")
+    for column in ("reached", "rounds", "final gap", "time", "energy", f"cost (γ = {gamma:g})"):
+        table.add_column(column, justify="right")
+    final = trace.rounds[-1].loss - optimum if trace.rounds else float("nan")
+    table.add_row("yes" if trace.reached else "[red]no[/red]", str(len(trace.rounds)), f"{final:.4f}",
+                  f"{trace.time_s:,.1f} s", f"{trace.energy_j:,.3f} J", f"{trace.cost(gamma):,.3f}")  # fmt: skip
+    console.print(table)
+
+
+def execute_estimate(args) -> int:
+    from mlgauge.federated.estimator import estimate
+    from mlgauge.federated.planner import plan
+
+    gamma = check_gamma(args.gamma)
+    if args.seeds < 1 or args.pilot_rounds < 1:
+        raise UsageError(f"--seeds {args.seeds}, --pilot-rounds {args.pilot_rounds}", hint="Both must be >= 1")
+    sim = _simulator(args, _costs(args))
+    optimum = sim.optimum()
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
+                  transient=True, disable=args.json) as bar:  # fmt: skip
+        task = bar.add_task("pilot runs")
+
+        def pilot(k: int, e: int, target: float, rounds: int, seed: int):
+            bar.update(task, description=f"pilot K={k} E={e} seed {seed}")
+            return sim.run(k, e, target=target, max_rounds=rounds, seed=seed)
+
+        fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon, seeds=range(args.seeds),
+                          max_rounds=args.pilot_rounds)  # fmt: skip
+    chosen = plan(sim.costs, fitted.bound, gamma=gamma, epsilon=args.epsilon, max_iterations=args.max_iterations)
+    measured = None
+    if args.run:
+        measured = _run_with_progress(sim, chosen.clients, chosen.iterations, target=optimum + args.epsilon,
+                                      max_rounds=10_000, seed=0, label=f"plan K={chosen.clients} E={chosen.iterations}",
+                                      quiet=args.json)  # fmt: skip
+    payload = {"data": sim.data.name, "model": args.model, "optimum": optimum, "estimate": fitted.to_dict(),
+               "pilot_cost": {"time_s": fitted.spent(0.0), "energy_j": fitted.spent(1.0), "cost": fitted.spent(gamma)},
+               "plan": chosen.to_dict(), "run": _trace_summary(measured, gamma) if measured else None,
+               "seconds": time.perf_counter() - started}  # fmt: skip
+    if args.json:
+        print_json(payload)
+        return 0
+    pilots = Table(title=f"Pilot runs to F* + {fitted.gap:g} on {sim.data.name} ({args.clients} clients)")
+    for column in ("K", "E", "rounds", "reached", "time", "energy"):
+        pilots.add_column(column, justify="right")
+    for p in fitted.pilots:
+        pilots.add_row(str(p.clients_per_round), str(p.iterations), str(len(p.rounds)), "yes" if p.reached else "[red]no[/red]",
+                       f"{p.time_s:,.1f} s", f"{p.energy_j:,.3f} J")  # fmt: skip
+    console.print(pilots)
+    b = fitted.bound
+    console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g} (misfit {fitted.residual:.0%}); "
+                  f"the pilots cost {fitted.spent(0.0):,.1f} s and {fitted.spent(1.0):,.3f} J")  # fmt: skip
+    console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}"))
+    if measured is not None:
+        _print_trace(measured, gamma, optimum, sim.data.name)
+    return 0
+
+
+def execute_deploy(args) -> int:
+    from mlgauge.federated.flower.deploy import Node, local_federation, run_app
+
+    if args.clients < 1:
+        raise UsageError(f"--clients {args.clients}: a federation needs at least one client", hint="Give N >= 1")
+    _check_shape(args)
+    if args.rounds < 1 or args.round_timeout <= 0 or args.lr <= 0 or args.batch < 1:
+        raise UsageError(f"--rounds {args.rounds}, --round-timeout {args.round_timeout}, --lr {args.lr}, --batch {args.batch}",
+                         hint="Give rounds >= 1, a positive timeout and lr, batch >= 1")  # fmt: skip
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
+    paths.ensure_writable_dir(workdir, "Flower work folder")
+    config = {"dataset": args.data, "model": args.model, "num-clients": args.clients,
+              "clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
+              "lr": args.lr, "batch": args.batch, "target-loss": args.target_loss, "max-rounds": args.rounds,
+              "round-timeout": args.round_timeout, "seed": args.seed}  # fmt: skip
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=args.json) as bar:  # fmt: skip
+        task = bar.add_task("starting Flower", total=args.rounds)
+
+        def progress(trace: dict) -> None:
+            last = trace["rounds"][-1] if trace["rounds"] else None
+            text = f"round {last['number']}: loss {last['loss']:.4f}" if last else "waiting for the first round"
+            bar.update(task, completed=len(trace["rounds"]), description=text)
+
+        if args.superlink:
+            trace = run_app(args.superlink, config, workdir, insecure=args.root_certificates is None,
+                            root_certificates=args.root_certificates, on_progress=progress, timeout_s=args.timeout)  # fmt: skip
+        else:
+            bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
+            with local_federation([Node(i) for i in range(args.clients)], workdir) as address:
+                trace = run_app(address, config, workdir, on_progress=progress, timeout_s=args.timeout)
+    summary = summarize_deployment(trace)
+    if args.json:
+        print_json({"workdir": str(workdir), "trace": trace, "clients": summary})
+        return 0
+    _print_deployment(trace, summary, workdir)
+    return 0
+
+
+def summarize_deployment(trace: dict) -> list[dict]:
+    """Per partition: rounds answered, mean compute seconds per local iteration, mean communication seconds."""
+    e = int(trace["config"]["local-iterations"])
+    by_partition: dict[int, list[dict]] = {}
+    for r in trace["rounds"]:
+        for c in r["clients"]:
+            by_partition.setdefault(c["partition"], []).append(c)
+    summary = []
+    for partition, rows in sorted(by_partition.items()):
+        joules = [c["compute_j"] for c in rows if c["compute_j"] is not None]
+        summary.append({"partition": partition, "rounds": len(rows),
+                        "compute_s_per_iteration": float(np.mean([c["compute_s"] for c in rows])) / e,
+                        "comm_s": float(np.mean([c["comm_s"] for c in rows])),
+                        "compute_j_per_iteration": float(np.mean(joules)) / e if joules else None})  # fmt: skip
+    return summary
+
+
+def _print_deployment(trace: dict, summary: list[dict], workdir: Path) -> None:
+    config = trace["config"]
+    rounds = Table(title=f"FedAvg on Flower: {config['num-clients']} SuperNodes, K = {config['clients-per-round']}, "
+                         f"E = {config['local-iterations']}")  # fmt: skip
+    for column in ("round", "loss", "seconds", "answered", "dropped"):
+        rounds.add_column(column, justify="right")
+    for r in trace["rounds"]:
+        dropped = f"[yellow]{len(r['dropped'])}[/yellow]" if r["dropped"] else "0"
+        rounds.add_row(str(r["number"]), f"{r['loss']:.4f}", f"{r['wall_s']:.1f}", str(len(r["clients"])), dropped)
+    console.print(rounds)
+    for r in trace["rounds"]:
+        if r["dropped"]:
+            console.print(f"[yellow]round {r['number']}: {len(r['dropped'])} of {len(r['sampled'])} sampled clients did "
+                          f"not answer; it was averaged over the {len(r['clients'])} that did[/yellow]")  # fmt: skip
+    clients = Table(title="Measured per client (communication = round trip - computation, incl. ClientApp start)")
+    for column in ("partition", "rounds", "compute s / iteration", "communication s", "compute J / iteration"):
+        clients.add_column(column, justify="right")
+    for c in summary:
+        joules = "not measured" if c["compute_j_per_iteration"] is None else f"{c['compute_j_per_iteration']:.3g}"
+        clients.add_row(str(c["partition"]), str(c["rounds"]), f"{c['compute_s_per_iteration']:.4f}", f"{c['comm_s']:.2f}", joules)
+    console.print(clients)
+    console.print(f"logs and trace: {workdir}")

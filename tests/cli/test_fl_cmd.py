@@ -1,0 +1,98 @@
+"""``mlgauge fl``: plan, simulate and estimate from the command line, JSON out, and bad input refused
+in one line before any work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlgauge.cli import main
+from mlgauge.federated.bound import ConvergenceBound
+from mlgauge.federated.costs import draw_client_costs
+from mlgauge.federated.planner import plan
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_prints_the_planners_answer_and_writes_the_surface(capsys, tmp_path):
+    surface = tmp_path / "surface.csv"
+    code, out, _ = _run(capsys, ["fl", "plan", "--clients", "8", "--a0", "40", "--a1", "5", "--b0", "0.1", "--c0", "2",
+                                 "--gamma", "0.5", "--surface", str(surface), "--json"])  # fmt: skip
+    assert code == 0
+    got = json.loads(out)["plan"]
+    expected = plan(draw_client_costs(8), ConvergenceBound(40, 0.1, 8, a1=5, c0=2), gamma=0.5, epsilon=0.1)
+    assert (got["clients"], got["iterations"]) == (expected.clients, expected.iterations)
+    lines = surface.read_text().splitlines()
+    assert lines[0] == "clients,iterations,rounds,time_s,energy_j,cost"
+    assert len(lines) - 1 == 8 * expected.surface.iterations.size
+    assert min(float(line.split(",")[-1]) for line in lines[1:]) == pytest.approx(expected.cost, rel=1e-5)
+
+
+def test_plan_reads_measured_costs_from_a_file(capsys, tmp_path):
+    costs = draw_client_costs(4, seed=3)
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(costs.to_dict()))
+    code, out, _ = _run(capsys, ["fl", "plan", "--clients", "4", "--costs", str(path), "--a0", "10", "--b0", "1", "--json"])
+    expected = plan(costs, ConvergenceBound(10, 1, 4), gamma=0.5, epsilon=0.1)
+    assert code == 0 and json.loads(out)["plan"]["cost"] == pytest.approx(expected.cost)
+
+
+def test_simulate_reaches_a_loose_target_and_reports_its_cost(capsys):
+    code, out, _ = _run(capsys, ["fl", "simulate", "--clients", "5", "-K", "2", "-E", "3", "--gap", "0.5", "--gamma", "1",
+                                 "--json"])  # fmt: skip
+    result = json.loads(out)
+    assert code == 0 and result["reached"] and result["loss"][-1] <= result["optimum"] + 0.5
+    assert result["cost"] == pytest.approx(result["energy_j"]) and result["rounds"] == len(result["loss"])
+
+
+def test_a_target_not_reached_exits_1(capsys):
+    code, out, _ = _run(capsys, ["fl", "simulate", "--clients", "5", "-K", "1", "-E", "1", "--gap", "0.01",
+                                 "--max-rounds", "3", "--json"])  # fmt: skip
+    assert code == 1 and json.loads(out)["reached"] is False
+
+
+def test_estimate_fits_plans_and_runs_the_plan(capsys):
+    code, out, _ = _run(capsys, ["fl", "estimate", "--clients", "10", "--epsilon", "0.3", "--run", "--json"])
+    result = json.loads(out)
+    assert code == 0
+    assert len(result["estimate"]["pilots"]) == 4 and result["estimate"]["gap"] == pytest.approx(0.6)
+    assert result["pilot_cost"]["time_s"] > 0
+    assert result["run"]["reached"]
+    assert [result["run"]["clients_per_round"], result["run"]["iterations"]] == \
+        [result["plan"]["clients"], result["plan"]["iterations"]]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["fl", "simulate", "--clients", "5", "-K", "6", "-E", "2"], "K = 6 clients per round, but there are 5"),
+        (["fl", "simulate", "--clients", "5", "-K", "2", "-E", "0"], "E = 0 local iterations"),
+        (["fl", "simulate", "--clients", "5", "-K", "2", "-E", "2", "--gamma", "1.5"], "γ = 1.5 is outside [0, 1]"),
+        (["fl", "plan", "--a0", "1", "--b0", "1", "--gamma", "-0.1"], "γ = -0.1 is outside [0, 1]"),
+        (["fl", "plan", "--a0", "-1", "--b0", "1"], "all must be >= 0"),
+        (["fl", "plan", "--a0", "1", "--b0", "1", "--costs", "/nonexistent.json"], "cannot read /nonexistent.json"),
+        (["fl", "deploy", "--clients", "3", "-K", "4", "-E", "2"], "K = 4 clients per round, but there are 3"),
+        (["fl", "deploy", "--clients", "3", "-K", "2", "-E", "2", "--round-timeout", "0"], "--round-timeout 0"),
+        (["fl", "simulate", "--data", "mnist", "-K", "1", "-E", "1"], "invalid choice: 'mnist'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    code, out, err = _run(capsys, argv)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert out == ""
+
+
+def test_costs_for_another_federation_size_are_refused(capsys, tmp_path):
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(draw_client_costs(3).to_dict()))
+    code, _, err = _run(capsys, ["fl", "plan", "--clients", "4", "--costs", str(path), "--a0", "1", "--b0", "1"])
+    assert code == 2 and "describes 3 clients but --clients is 4" in err
+    path.write_text("[1, 2]")
+    code, _, err = _run(capsys, ["fl", "plan", "--clients", "4", "--costs", str(path), "--a0", "1", "--b0", "1"])
+    assert code == 2 and "is not a JSON object of four cost lists" in err

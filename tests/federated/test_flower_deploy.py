@@ -1,0 +1,41 @@
+"""FedAvg on real Flower processes: a SuperLink and three SuperNodes on localhost, one of which goes
+away in the second round. The round completes with the clients that answered, and says who did not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("flwr")
+
+from mlgauge.federated.flower.deploy import Node, local_federation, run_app  # noqa: E402
+
+
+@pytest.mark.integration
+def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_path):
+    config = {"num-clients": 3, "clients-per-round": 3, "local-iterations": 5, "max-rounds": 2, "round-timeout": 25}
+    seen = []
+    with local_federation([Node(0), Node(1), Node(2, {"drop-in-round": 2})], tmp_path) as address:
+        trace = run_app(address, config, tmp_path, on_progress=lambda t: seen.append(len(t["rounds"])), timeout_s=240)
+
+    first, second = trace["rounds"]
+    assert [c["partition"] for c in first["clients"]] == [0, 1, 2] and first["dropped"] == []
+    assert first["loss"] < trace["initial_loss"]
+    assert all(c["compute_s"] > 0 and c["comm_s"] > 0 and c["examples"] > 0 for c in first["clients"])
+    dropper = next(c["node"] for c in first["clients"] if c["partition"] == 2)
+    assert dropper in second["dropped"]
+    assert 1 <= len(second["clients"]) <= 2 and 2 not in [c["partition"] for c in second["clients"]]
+    assert seen[-1] == 2
+    assert _processes_with_env(f"FLWR_HOME={tmp_path / 'flwr-home'}") == []  # every Flower process stopped
+
+
+def _processes_with_env(entry: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:  # gone, or not ours
+            continue
+    return found
