@@ -96,3 +96,15 @@ def test_costs_for_another_federation_size_are_refused(capsys, tmp_path):
     path.write_text("[1, 2]")
     code, _, err = _run(capsys, ["fl", "plan", "--clients", "4", "--costs", str(path), "--a0", "1", "--b0", "1"])
     assert code == 2 and "is not a JSON object of four cost lists" in err
+
+
+def test_a_deployments_costs_without_energy_plan_time_only(capsys, tmp_path):
+    path = tmp_path / "client_costs.json"
+    path.write_text(json.dumps({"compute_s": [0.1, 0.2, 0.15], "comm_s": [2.0, 2.5, 1.0],
+                                "compute_j": [None] * 3, "comm_j": [None] * 3}))  # fmt: skip
+    argv = ["fl", "plan", "--clients", "3", "--costs", str(path), "--a0", "10", "--b0", "1", "--json"]
+    code, out, _ = _run(capsys, [*argv, "--gamma", "0"])
+    assert code == 0 and json.loads(out)["plan"]["clients"] >= 1
+    code, _, err = _run(capsys, [*argv, "--gamma", "0.5"])
+    assert code == 2 and "compute_j was not measured for client(s) 0, 1, 2" in err and "--gamma 0" in err
+    assert "Traceback" not in err

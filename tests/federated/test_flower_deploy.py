@@ -9,7 +9,12 @@ import pytest
 
 pytest.importorskip("flwr")
 
+from mlgauge.errors import UsageError  # noqa: E402
+from mlgauge.federated.bound import ConvergenceBound  # noqa: E402
+from mlgauge.federated.costs import ClientCosts  # noqa: E402
 from mlgauge.federated.flower.deploy import Node, local_federation, run_app  # noqa: E402
+from mlgauge.federated.flower.measured import measured_costs  # noqa: E402
+from mlgauge.federated.planner import plan  # noqa: E402
 
 
 @pytest.mark.integration
@@ -27,6 +32,13 @@ def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_pat
     assert dropper in second["dropped"]
     assert 1 <= len(second["clients"]) <= 2 and 2 not in [c["partition"] for c in second["clients"]]
     assert seen[-1] == 2
+    # What the clients measured is what the planner reads; nothing meters the radio, so energy is
+    # only usable for a time-only plan.
+    costs = measured_costs(trace)
+    assert all(v > 0 for v in costs["compute_s"] + costs["comm_s"]) and costs["comm_j"] == [None] * 3
+    with pytest.raises(UsageError, match="comm_j was not measured for client"):
+        ClientCosts.from_dict(costs)
+    assert plan(ClientCosts.from_dict(costs, time_only=True), ConvergenceBound(10, 1, 3), gamma=0.0, epsilon=0.1).clients >= 1
     assert _processes_with_env(f"FLWR_HOME={tmp_path / 'flwr-home'}") == []  # every Flower process stopped
 
 

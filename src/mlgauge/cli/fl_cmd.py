@@ -9,7 +9,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -104,7 +103,7 @@ def _objective_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iterations", type=int, help="largest E to consider (default: as far as the model needs)")
 
 
-def _costs(args) -> ClientCosts:
+def _costs(args, *, time_only: bool = False) -> ClientCosts:
     if args.clients < 1:
         raise UsageError(f"--clients {args.clients}: a federation needs at least one client", hint="Give N >= 1")
     if args.costs is None:
@@ -113,7 +112,7 @@ def _costs(args) -> ClientCosts:
         data = json.loads(args.costs.read_text())
         if not isinstance(data, dict):
             raise TypeError
-        costs = ClientCosts.from_dict(data)
+        costs = ClientCosts.from_dict(data, time_only=time_only)
     except OSError as exc:
         raise UsageError(f"cannot read {args.costs}: {exc.strerror or exc}", hint="Give a readable JSON file") from None
     except (ValueError, TypeError):
@@ -164,7 +163,7 @@ def execute_plan(args) -> int:
     from mlgauge.federated.planner import plan
 
     gamma = check_gamma(args.gamma)
-    costs = _costs(args)
+    costs = _costs(args, time_only=gamma == 0)
     chosen = plan(costs, ConvergenceBound(args.a0, args.b0, args.clients, a1=args.a1, c0=args.c0), gamma=gamma, epsilon=args.epsilon,
                   max_iterations=args.max_iterations)  # fmt: skip
     if args.surface is not None:
@@ -267,6 +266,7 @@ def execute_estimate(args) -> int:
 
 def execute_deploy(args) -> int:
     from mlgauge.federated.flower.deploy import Node, local_federation, run_app
+    from mlgauge.federated.flower.measured import client_summary, measured_costs
 
     if args.clients < 1:
         raise UsageError(f"--clients {args.clients}: a federation needs at least one client", hint="Give N >= 1")
@@ -296,29 +296,15 @@ def execute_deploy(args) -> int:
             bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
             with local_federation([Node(i) for i in range(args.clients)], workdir) as address:
                 trace = run_app(address, config, workdir, on_progress=progress, timeout_s=args.timeout)
-    summary = summarize_deployment(trace)
+    summary = client_summary(trace)
+    costs_path = workdir / "client_costs.json"
+    paths.write_text_atomic(costs_path, json.dumps(measured_costs(trace), indent=1) + "\n")
     if args.json:
-        print_json({"workdir": str(workdir), "trace": trace, "clients": summary})
+        print_json({"workdir": str(workdir), "trace": trace, "clients": summary, "costs": str(costs_path)})
         return 0
     _print_deployment(trace, summary, workdir)
+    console.print(f"measured costs for 'mlgauge fl plan --costs': {costs_path}")
     return 0
-
-
-def summarize_deployment(trace: dict) -> list[dict]:
-    """Per partition: rounds answered, mean compute seconds per local iteration, mean communication seconds."""
-    e = int(trace["config"]["local-iterations"])
-    by_partition: dict[int, list[dict]] = {}
-    for r in trace["rounds"]:
-        for c in r["clients"]:
-            by_partition.setdefault(c["partition"], []).append(c)
-    summary = []
-    for partition, rows in sorted(by_partition.items()):
-        joules = [c["compute_j"] for c in rows if c["compute_j"] is not None]
-        summary.append({"partition": partition, "rounds": len(rows),
-                        "compute_s_per_iteration": float(np.mean([c["compute_s"] for c in rows])) / e,
-                        "comm_s": float(np.mean([c["comm_s"] for c in rows])),
-                        "compute_j_per_iteration": float(np.mean(joules)) / e if joules else None})  # fmt: skip
-    return summary
 
 
 def _print_deployment(trace: dict, summary: list[dict], workdir: Path) -> None:

@@ -85,11 +85,29 @@ class ClientCosts:
         return {name: getattr(self, name).tolist() for name in DEFAULT_MEANS}
 
     @classmethod
-    def from_dict(cls, data: dict) -> ClientCosts:
-        missing = [name for name in DEFAULT_MEANS if name not in data]
+    def from_dict(cls, data: dict, *, time_only: bool = False) -> ClientCosts:
+        """Costs from lists; ``null`` marks a value nobody measured. ``time_only`` (a plan with γ = 0,
+        which never weighs energy) takes unmeasured energy as zero."""
+        energy = ("compute_j", "comm_j")
+        missing = [name for name in DEFAULT_MEANS if name not in data and not (time_only and name in energy)]
         if missing:
             raise UsageError(f"client costs lack {', '.join(missing)}", hint=f"Give all of {', '.join(DEFAULT_MEANS)}")
-        return cls(**{name: np.asarray(data[name], dtype=np.float64) for name in DEFAULT_MEANS})
+        n = len(data["compute_s"]) if isinstance(data["compute_s"], list) else 0
+        arrays = {}
+        for name in DEFAULT_MEANS:
+            values = data.get(name, [None] * n)
+            if not isinstance(values, list):
+                raise UsageError(f"client costs: {name} is not a list", hint="Give one value per client")
+            unmeasured = [i for i, v in enumerate(values) if v is None]
+            if unmeasured and time_only and name in energy:
+                values = [0.0 if v is None else v for v in values]
+            elif unmeasured:
+                which = ", ".join(str(i) for i in unmeasured[:5]) + (", ..." if len(unmeasured) > 5 else "")
+                hint = ("Plan time only (--gamma 0), or fill in the joules from a meter" if name in energy else
+                        "Deploy for more rounds, so that every client is sampled at least once")  # fmt: skip
+                raise UsageError(f"client costs: {name} was not measured for client(s) {which}", hint=hint)
+            arrays[name] = np.asarray(values, dtype=np.float64)
+        return cls(**arrays)
 
 
 def max_weights(n: int, clients: np.ndarray) -> np.ndarray:
