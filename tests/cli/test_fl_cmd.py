@@ -108,3 +108,10 @@ def test_a_deployments_costs_without_energy_plan_time_only(capsys, tmp_path):
     code, _, err = _run(capsys, [*argv, "--gamma", "0.5"])
     assert code == 2 and "compute_j was not measured for client(s) 0, 1, 2" in err and "--gamma 0" in err
     assert "Traceback" not in err
+
+
+def test_estimate_on_flower_measures_its_own_costs(capsys, tmp_path):
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps(draw_client_costs(3).to_dict()))
+    code, _, err = _run(capsys, ["fl", "estimate", "--clients", "3", "--flower", "--costs", str(path)])
+    assert code == 2 and "--costs with --flower" in err and "Traceback" not in err

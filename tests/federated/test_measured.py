@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from mlgauge.errors import UsageError
 from mlgauge.federated.costs import ClientCosts
-from mlgauge.federated.flower.measured import client_summary, measured_costs
+from mlgauge.federated.flower.measured import as_trace, client_summary, measured_costs
 
 
 def _client(partition: int, compute_s: float, comm_s: float, compute_j: float | None = None) -> dict:
@@ -49,3 +51,18 @@ def test_unmetered_energy_serves_a_time_only_plan_and_nothing_else():
     time_only = ClientCosts.from_dict(costs, time_only=True)
     assert time_only.comm_s.tolist() == pytest.approx([2.0, 3.0])
     assert time_only.compute_j.tolist() == [0.0, 0.0]
+
+
+def test_a_deployment_reads_as_a_simulator_trace_for_the_estimator():
+    flower = _trace([[_client(0, 0.4, 2.0), _client(2, 1.2, 3.0)], [_client(1, 0.5, 2.5, 0.9)]], iterations=4)
+    flower["config"].update({"clients-per-round": 2, "target-loss": 0.5})
+    flower["initial_loss"] = 2.3
+    for r, (loss, wall) in zip(flower["rounds"], [(1.0, 3.5), (0.4, 2.9)], strict=True):
+        r.update({"loss": loss, "wall_s": wall})
+    trace = as_trace(flower)
+    assert (trace.clients_per_round, trace.iterations, trace.initial_loss) == (2, 4, 2.3)
+    assert trace.reached and [r.clients for r in trace.rounds] == [(0, 2), (1,)]
+    assert trace.time_s == pytest.approx(6.4)
+    # Round 1 had an unmetered client, so the run's energy is unknown, yet its time cost is not.
+    assert math.isnan(trace.energy_j) and trace.rounds[1].energy_j == pytest.approx(0.9)
+    assert trace.cost(0.0) == pytest.approx(6.4) and math.isnan(trace.cost(0.5))

@@ -4,7 +4,9 @@ estimate the plan's constants from pilot runs, simulate FedAvg, or deploy it on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +57,11 @@ def register(sub) -> None:
     estimate.add_argument("--pilot-rounds", type=int, default=200, help="round limit of each pilot (default 200)")
     estimate.add_argument("--seeds", type=int, default=1, help="pilot runs per setting (default 1)")
     estimate.add_argument("--run", action="store_true", help="then run the plan to the target and report its cost")
+    estimate.add_argument("--flower", action="store_true",
+                          help="run the pilots (and --run) on Flower: a local SuperLink and N SuperNodes; the "
+                               "clients' costs are then what they measured, not --costs")  # fmt: skip
+    estimate.add_argument("--round-timeout", type=float, default=120.0, help="with --flower (default 120 s)")
+    estimate.add_argument("--workdir", type=Path, help="with --flower: Flower's logs and the runs' traces")
     estimate.set_defaults(handler=execute_estimate)
 
     deploy = verbs.add_parser("deploy", help="FedAvg with a given K and E on Flower: local SuperLink + N SuperNodes")
@@ -186,7 +193,8 @@ def _run_with_progress(sim, k: int, e: int, *, target: float, max_rounds: int, s
 
 
 def _trace_summary(trace, gamma: float) -> dict:
-    return {**trace.to_dict(), "cost": trace.cost(gamma), "gamma": gamma}
+    summary = {**trace.to_dict(), "cost": trace.cost(gamma), "gamma": gamma}
+    return {key: _finite(v) if isinstance(v, float) else v for key, v in summary.items()}
 
 
 def execute_simulate(args) -> int:
@@ -211,7 +219,7 @@ def _print_trace(trace, gamma: float, optimum: float, data: str) -> None:
         table.add_column(column, justify="right")
     final = trace.rounds[-1].loss - optimum if trace.rounds else float("nan")
     table.add_row("yes" if trace.reached else "[red]no[/red]", str(len(trace.rounds)), f"{final:.4f}",
-                  f"{trace.time_s:,.1f} s", f"{trace.energy_j:,.3f} J", f"{trace.cost(gamma):,.3f}")  # fmt: skip
+                  f"{trace.time_s:,.1f} s", _joules(trace.energy_j), _number(trace.cost(gamma)))  # fmt: skip
     console.print(table)
 
 
@@ -222,46 +230,126 @@ def execute_estimate(args) -> int:
     gamma = check_gamma(args.gamma)
     if args.seeds < 1 or args.pilot_rounds < 1:
         raise UsageError(f"--seeds {args.seeds}, --pilot-rounds {args.pilot_rounds}", hint="Both must be >= 1")
+    if args.flower and args.costs is not None:
+        raise UsageError("--costs with --flower: on Flower the clients' costs are what they measure",
+                         hint="Drop --costs, or drop --flower to plan for the given costs")  # fmt: skip
+    # On Flower the simulator only gives F*: the deployment's loss is the same objective on the same data.
     sim = _simulator(args, _costs(args))
     optimum = sim.optimum()
     started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console,
-                  transient=True, disable=args.json) as bar:  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                           console=err_console, transient=True, disable=args.json))  # fmt: skip
         task = bar.add_task("pilot runs")
+        deployment = stack.enter_context(_FlowerRuns(args, bar, task)) if args.flower else None
 
         def pilot(k: int, e: int, target: float, rounds: int, seed: int):
             bar.update(task, description=f"pilot K={k} E={e} seed {seed}")
+            if deployment is not None:
+                return deployment.run(k, e, target=target, max_rounds=rounds, seed=seed, label=f"pilot K={k} E={e}")
             return sim.run(k, e, target=target, max_rounds=rounds, seed=seed)
 
-        fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon, seeds=range(args.seeds),
-                          max_rounds=args.pilot_rounds)  # fmt: skip
-    chosen = plan(sim.costs, fitted.bound, gamma=gamma, epsilon=args.epsilon, max_iterations=args.max_iterations)
-    measured = None
-    if args.run:
+        fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon,
+                          seeds=range(args.seeds), max_rounds=args.pilot_rounds)  # fmt: skip
+        costs = deployment.measured_costs(time_only=gamma == 0) if deployment is not None else sim.costs
+        chosen = plan(costs, fitted.bound, gamma=gamma, epsilon=args.epsilon, max_iterations=args.max_iterations)
+        measured = None
+        if args.run and deployment is not None:
+            measured = deployment.run(chosen.clients, chosen.iterations, target=optimum + args.epsilon,
+                                      max_rounds=10_000, seed=0, label="plan")  # fmt: skip
+    if args.run and deployment is None:
         measured = _run_with_progress(sim, chosen.clients, chosen.iterations, target=optimum + args.epsilon,
                                       max_rounds=10_000, seed=0, label=f"plan K={chosen.clients} E={chosen.iterations}",
                                       quiet=args.json)  # fmt: skip
     payload = {"data": sim.data.name, "model": args.model, "optimum": optimum, "estimate": fitted.to_dict(),
-               "pilot_cost": {"time_s": fitted.spent(0.0), "energy_j": fitted.spent(1.0), "cost": fitted.spent(gamma)},
-               "plan": chosen.to_dict(), "run": _trace_summary(measured, gamma) if measured else None,
+               "pilot_cost": {"time_s": fitted.spent(0.0), "energy_j": _finite(fitted.spent(1.0)),
+                              "cost": _finite(fitted.spent(gamma))},
+               "costs": "measured on Flower" if deployment else ("given" if args.costs else "drawn"),
+               "client_costs": costs.to_dict(), "plan": chosen.to_dict(),
+               "run": _trace_summary(measured, gamma) if measured else None,
+               "workdir": str(deployment.workdir) if deployment else None,
                "seconds": time.perf_counter() - started}  # fmt: skip
     if args.json:
         print_json(payload)
         return 0
-    pilots = Table(title=f"Pilot runs to F* + {fitted.gap:g} on {sim.data.name} ({args.clients} clients)")
+    where = f"Flower ({args.clients} local SuperNodes)" if deployment else sim.data.name
+    pilots = Table(title=f"Pilot runs to F* + {fitted.gap:g} on {where} ({args.clients} clients)")
     for column in ("K", "E", "rounds", "reached", "time", "energy"):
         pilots.add_column(column, justify="right")
     for p in fitted.pilots:
         pilots.add_row(str(p.clients_per_round), str(p.iterations), str(len(p.rounds)), "yes" if p.reached else "[red]no[/red]",
-                       f"{p.time_s:,.1f} s", f"{p.energy_j:,.3f} J")  # fmt: skip
+                       f"{p.time_s:,.1f} s", _joules(p.energy_j))  # fmt: skip
     console.print(pilots)
     b = fitted.bound
     console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g} (misfit {fitted.residual:.0%}); "
-                  f"the pilots cost {fitted.spent(0.0):,.1f} s and {fitted.spent(1.0):,.3f} J")  # fmt: skip
+                  f"the pilots cost {fitted.spent(0.0):,.1f} s and {_joules(fitted.spent(1.0))}")  # fmt: skip
+    if deployment is not None:
+        console.print(f"client costs as measured by the SuperNodes{'' if gamma > 0 else ' (time only)'}; "
+                      f"traces and logs: {deployment.workdir}")  # fmt: skip
     console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}"))
     if measured is not None:
-        _print_trace(measured, gamma, optimum, sim.data.name)
+        _print_trace(measured, gamma, optimum, where)
     return 0
+
+
+def _number(value: float) -> str:
+    return f"{value:,.3f}" if math.isfinite(value) else "not metered"
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _joules(value: float) -> str:
+    return f"{value:,.3f} J" if math.isfinite(value) else "not metered"
+
+
+class _FlowerRuns:
+    """A local SuperLink and N SuperNodes that stay up for several ``flwr run``s; each run's trace is kept."""
+
+    def __init__(self, args, bar: Progress, task) -> None:
+        self.args, self.bar, self.task = args, bar, task
+        self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
+        paths.ensure_writable_dir(self.workdir, "Flower work folder")
+        self.traces: list[dict] = []
+
+    def __enter__(self) -> _FlowerRuns:
+        from mlgauge.federated.flower.deploy import Node, local_federation
+
+        if self.args.round_timeout <= 0:
+            raise UsageError(f"--round-timeout {self.args.round_timeout}", hint="Give a positive number of seconds")
+        self.bar.update(self.task, description=f"starting a SuperLink and {self.args.clients} SuperNodes")
+        self._federation = local_federation([Node(i) for i in range(self.args.clients)], self.workdir)
+        self.address = self._federation.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._federation.__exit__(*exc)
+
+    def run(self, k: int, e: int, *, target: float, max_rounds: int, seed: int, label: str):
+        from mlgauge.federated.flower.deploy import run_app
+        from mlgauge.federated.flower.measured import as_trace
+
+        a = self.args
+        config = {"dataset": a.data, "model": a.model, "num-clients": a.clients, "clients-per-round": k,
+                  "local-iterations": e, "lr": a.lr, "batch": a.batch, "target-loss": target, "max-rounds": max_rounds,
+                  "round-timeout": a.round_timeout, "seed": seed}  # fmt: skip
+
+        def progress(trace: dict) -> None:
+            if trace["rounds"]:
+                last = trace["rounds"][-1]
+                self.bar.update(self.task, description=f"{label} K={k} E={e}: round {last['number']}, loss {last['loss']:.4f}")
+
+        trace = run_app(self.address, config, self.workdir, on_progress=progress)
+        paths.write_text_atomic(self.workdir / f"trace-{len(self.traces) + 1:02d}-K{k}-E{e}-seed{seed}.json",
+                                json.dumps(trace, indent=1))  # fmt: skip
+        self.traces.append(trace)
+        return as_trace(trace)
+
+    def measured_costs(self, *, time_only: bool) -> ClientCosts:
+        from mlgauge.federated.flower.measured import measured_costs
+
+        return ClientCosts.from_dict(measured_costs(self.traces), time_only=time_only)
 
 
 def execute_deploy(args) -> int:

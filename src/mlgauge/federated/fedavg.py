@@ -59,7 +59,9 @@ class Trace:
         return float(sum(r.energy_j for r in self.rounds))
 
     def cost(self, gamma: float) -> float:
-        return (1.0 - gamma) * self.time_s + gamma * self.energy_j
+        # A weight of zero drops its term: a deployment without a meter has NaN joules but a time cost.
+        time = (1.0 - gamma) * self.time_s if gamma < 1 else 0.0
+        return time + gamma * self.energy_j if gamma > 0 else time
 
     def recost(self, costs: ClientCosts) -> tuple[float, float]:
         """(seconds, joules) the same rounds would take on clients with other ``costs``: which clients
