@@ -21,7 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 bench: $(STAMP)
 	$(PY) benchmarks/harness_overhead.py

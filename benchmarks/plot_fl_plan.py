@@ -75,6 +75,8 @@ def main() -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("local iterations E")
     bar = fig.colorbar(image, ax=axes, shrink=0.6, extend="max")
+    bar.set_ticks([1, 1.25, 1.5, 2, 3, 4], labels=["1", "1.25", "1.5", "2", "3", "≥ 4"])
+    bar.minorticks_off()
     bar.set_label("measured cost / grid best (grey: target not reached)")
     fig.suptitle("★ grid best   ○ plan   × fixed K = 10% of N, E ∈ {1, 5, 20}", fontsize=10)
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,8 @@ def test_the_two_constant_form_is_recovered_as_c0_equal_to_b0():
 
 def test_pilot_settings_vary_e_and_k():
     pairs = pilot_settings(20)
-    assert {e for _, e in pairs} == {1, 5, 20} and {k for k, _ in pairs} == {2, 20}
+    assert pairs == [(2, 1), (2, 5), (2, 20), (1, 5), (20, 5)]  # K = 1 and N bracket every K's q(K)
+    assert pilot_settings(8) == [(1, 1), (1, 5), (1, 20), (8, 5)]
     assert pilot_settings(1) == [(1, 1), (1, 5), (1, 20)]
 
 

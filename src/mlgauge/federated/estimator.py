@@ -6,7 +6,7 @@ a gap ε' after R rounds gives one linear equation
 
     R · ε' · E = A0 + A1·E + B0·E² + C0·q(K)·E².
 
-Pilot runs at a looser target ε' at (K, E) pairs that vary E at a small K and K at one E determine
+Pilot runs at a looser target ε' at (K, E) pairs that vary E at a small K and K over its range at one E determine
 the four constants by non-negative least squares on relative errors (a pilot of 10 rounds counts as
 much as one of 200). Because ε only scales R in the model, constants fitted at ε' serve the real
 target ε; on measured FedAvg the drift terms weigh more near the optimum, so ε' should not be far
@@ -48,16 +48,20 @@ class Estimate:
 
 
 def pilot_settings(clients: int, iterations: Sequence[int] = (1, 5, 20)) -> list[tuple[int, int]]:
-    """(K, E) pairs that separate the constants: E from ``iterations`` at K = N/10, and the middle E at K = N.
+    """(K, E) pairs that separate the constants: E from ``iterations`` at K = N/10, and K = 1 and K = N
+    at the middle E.
 
-    A0 shows at small E (R·E ≈ A0), A1 in the middle, the E² terms at large E; K = N (q = 0) then
-    separates drift (B0) from sampling variance (C0).
+    A0 shows at small E (R·E ≈ A0), A1 in the middle, the E² terms at large E. K = 1 (q = 1) and
+    K = N (q = 0) bracket the sampling factor, so every other K the planner weighs is interpolated
+    between pilots rather than extrapolated from them; they separate drift (B0) from sampling
+    variance (C0).
     """
     small = max(1, round(clients / 10))
-    pairs = [(small, e) for e in iterations]
     middle = sorted(iterations)[len(iterations) // 2]
-    if clients > small:
-        pairs.append((clients, middle))
+    pairs = [(small, e) for e in iterations]
+    for k in (1, clients):
+        if (k, middle) not in pairs:
+            pairs.append((k, middle))
     return pairs
 
 
