@@ -144,12 +144,13 @@ def _simulator(args, costs: ClientCosts):
     return FedAvgSimulator(load_federation(args.data, args.clients), args.model, costs, lr=args.lr, batch=args.batch)
 
 
-def _plan_table(chosen, title: str) -> Table:
+def _plan_table(chosen, title: str, *, energy_known: bool = True) -> Table:
     table = Table(title=title)
     for column in ("K*", "E*", "rounds", "time", "energy", "cost"):
         table.add_column(column, justify="right")
+    energy = f"{chosen.energy_j:,.3f} J" if energy_known else "not metered"
     table.add_row(str(chosen.clients), str(chosen.iterations), f"{chosen.rounds:,.1f}", f"{chosen.time_s:,.1f} s",
-                  f"{chosen.energy_j:,.3f} J", f"{chosen.cost:,.3f}")  # fmt: skip
+                  energy, f"{chosen.cost:,.3f}")  # fmt: skip
     return table
 
 
@@ -225,6 +226,7 @@ def _print_trace(trace, gamma: float, optimum: float, data: str) -> None:
 
 def execute_estimate(args) -> int:
     from mlgauge.federated.estimator import estimate
+    from mlgauge.federated.flower.measured import as_trace, measured_costs
     from mlgauge.federated.planner import plan
 
     gamma = check_gamma(args.gamma)
@@ -241,22 +243,25 @@ def execute_estimate(args) -> int:
         bar = stack.enter_context(Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                            console=err_console, transient=True, disable=args.json))  # fmt: skip
         task = bar.add_task("pilot runs")
-        deployment = stack.enter_context(_FlowerRuns(args, bar, task)) if args.flower else None
+        deployment = stack.enter_context(_local_runs(args, bar, task)) if args.flower else None
 
         def pilot(k: int, e: int, target: float, rounds: int, seed: int):
             bar.update(task, description=f"pilot K={k} E={e} seed {seed}")
             if deployment is not None:
-                return deployment.run(k, e, target=target, max_rounds=rounds, seed=seed, label=f"pilot K={k} E={e}")
+                return as_trace(deployment.run(k, e, target_loss=target, max_rounds=rounds, seed=seed))
             return sim.run(k, e, target=target, max_rounds=rounds, seed=seed)
 
         fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon,
                           seeds=range(args.seeds), max_rounds=args.pilot_rounds)  # fmt: skip
-        costs = deployment.measured_costs(time_only=gamma == 0) if deployment is not None else sim.costs
+        costs = sim.costs
+        if deployment is not None:
+            costs = ClientCosts.from_dict(measured_costs(deployment.traces), time_only=gamma == 0)
         chosen = plan(costs, fitted.bound, gamma=gamma, epsilon=args.epsilon, max_iterations=args.max_iterations)
         measured = None
         if args.run and deployment is not None:
-            measured = deployment.run(chosen.clients, chosen.iterations, target=optimum + args.epsilon,
-                                      max_rounds=10_000, seed=0, label="plan")  # fmt: skip
+            bar.update(task, description=f"plan K={chosen.clients} E={chosen.iterations}")
+            measured = as_trace(deployment.run(chosen.clients, chosen.iterations, target_loss=optimum + args.epsilon,
+                                               max_rounds=10_000, seed=0))  # fmt: skip
     if args.run and deployment is None:
         measured = _run_with_progress(sim, chosen.clients, chosen.iterations, target=optimum + args.epsilon,
                                       max_rounds=10_000, seed=0, label=f"plan K={chosen.clients} E={chosen.iterations}",
@@ -286,7 +291,7 @@ def execute_estimate(args) -> int:
     if deployment is not None:
         console.print(f"client costs as measured by the SuperNodes{'' if gamma > 0 else ' (time only)'}; "
                       f"traces and logs: {deployment.workdir}")  # fmt: skip
-    console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}"))
+    console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}", energy_known=deployment is None))
     if measured is not None:
         _print_trace(measured, gamma, optimum, where)
     return 0
@@ -303,53 +308,6 @@ def _finite(value: float) -> float | None:
 def _joules(value: float) -> str:
     return f"{value:,.3f} J" if math.isfinite(value) else "not metered"
 
-
-class _FlowerRuns:
-    """A local SuperLink and N SuperNodes that stay up for several ``flwr run``s; each run's trace is kept."""
-
-    def __init__(self, args, bar: Progress, task) -> None:
-        self.args, self.bar, self.task = args, bar, task
-        self.workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
-        paths.ensure_writable_dir(self.workdir, "Flower work folder")
-        self.traces: list[dict] = []
-
-    def __enter__(self) -> _FlowerRuns:
-        from mlgauge.federated.flower.deploy import Node, local_federation
-
-        if self.args.round_timeout <= 0:
-            raise UsageError(f"--round-timeout {self.args.round_timeout}", hint="Give a positive number of seconds")
-        self.bar.update(self.task, description=f"starting a SuperLink and {self.args.clients} SuperNodes")
-        self._federation = local_federation([Node(i) for i in range(self.args.clients)], self.workdir)
-        self.address = self._federation.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._federation.__exit__(*exc)
-
-    def run(self, k: int, e: int, *, target: float, max_rounds: int, seed: int, label: str):
-        from mlgauge.federated.flower.deploy import run_app
-        from mlgauge.federated.flower.measured import as_trace
-
-        a = self.args
-        config = {"dataset": a.data, "model": a.model, "num-clients": a.clients, "clients-per-round": k,
-                  "local-iterations": e, "lr": a.lr, "batch": a.batch, "target-loss": target, "max-rounds": max_rounds,
-                  "round-timeout": a.round_timeout, "seed": seed}  # fmt: skip
-
-        def progress(trace: dict) -> None:
-            if trace["rounds"]:
-                last = trace["rounds"][-1]
-                self.bar.update(self.task, description=f"{label} K={k} E={e}: round {last['number']}, loss {last['loss']:.4f}")
-
-        trace = run_app(self.address, config, self.workdir, on_progress=progress)
-        paths.write_text_atomic(self.workdir / f"trace-{len(self.traces) + 1:02d}-K{k}-E{e}-seed{seed}.json",
-                                json.dumps(trace, indent=1))  # fmt: skip
-        self.traces.append(trace)
-        return as_trace(trace)
-
-    def measured_costs(self, *, time_only: bool) -> ClientCosts:
-        from mlgauge.federated.flower.measured import measured_costs
-
-        return ClientCosts.from_dict(measured_costs(self.traces), time_only=time_only)
 
 
 def execute_deploy(args) -> int:
@@ -417,3 +375,24 @@ def _print_deployment(trace: dict, summary: list[dict], workdir: Path) -> None:
         clients.add_row(str(c["partition"]), str(c["rounds"]), f"{c['compute_s_per_iteration']:.4f}", f"{c['comm_s']:.2f}", joules)
     console.print(clients)
     console.print(f"logs and trace: {workdir}")
+
+
+def _local_runs(args, bar: Progress, task):
+    """A local Flower federation for ``fl estimate --flower``, its progress on ``bar``."""
+    from mlgauge.federated.flower.deploy import LocalRuns
+
+    if args.round_timeout <= 0:
+        raise UsageError(f"--round-timeout {args.round_timeout}", hint="Give a positive number of seconds")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
+    paths.ensure_writable_dir(workdir, "Flower work folder")
+    base = {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr, "batch": args.batch,
+            "round-timeout": args.round_timeout}  # fmt: skip
+
+    def progress(trace: dict) -> None:
+        if trace["rounds"]:
+            last, config = trace["rounds"][-1], trace["config"]
+            bar.update(task, description=f"K={config['clients-per-round']} E={config['local-iterations']}: "
+                                         f"round {last['number']}, loss {last['loss']:.4f}")  # fmt: skip
+
+    bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
+    return LocalRuns(base, workdir, on_progress=progress)

@@ -249,3 +249,33 @@ def _read_trace(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+class LocalRuns:
+    """A local SuperLink and N SuperNodes kept up for several ``flwr run``s (pilots, then a plan).
+
+    ``run`` returns each run's trace and keeps a copy in the work folder; ``base`` is the run config
+    every run shares (data, model, N, optimizer, round timeout)."""
+
+    def __init__(self, base: dict, workdir: Path, on_progress: Callable[[dict], None] | None = None) -> None:
+        self.base, self.workdir, self.on_progress = dict(base), workdir, on_progress
+        self.traces: list[dict] = []
+        self._federation = None
+
+    def __enter__(self) -> LocalRuns:
+        nodes = [Node(i) for i in range(int(self.base["num-clients"]))]
+        self._federation = local_federation(nodes, self.workdir)
+        self.address = self._federation.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._federation.__exit__(*exc)
+
+    def run(self, clients_per_round: int, iterations: int, *, target_loss: float, max_rounds: int, seed: int) -> dict:
+        config = {**self.base, "clients-per-round": clients_per_round, "local-iterations": iterations,
+                  "target-loss": target_loss, "max-rounds": max_rounds, "seed": seed}  # fmt: skip
+        trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress)
+        name = f"trace-{len(self.traces) + 1:02d}-K{clients_per_round}-E{iterations}-seed{seed}.json"
+        (self.workdir / name).write_text(json.dumps(trace, indent=1))
+        self.traces.append(trace)
+        return trace
