@@ -54,9 +54,9 @@ class Runs:
         """Runs an earlier invocation kept (``--traces``) for the same data, target and seeds: the
         simulator is deterministic per seed, so they are the runs this one would make."""
         saved = json.loads(path.read_text())
-        if (saved.get("target"), saved.get("seeds"), saved.get("max_rounds"), saved.get("first_seed", 0)) != (
-                self.target, self.seeds, self.max_rounds, self.first_seed):  # fmt: skip
-            raise SystemExit(f"{path} holds runs to another target, seed count or round limit")
+        if (saved.get("target"), saved.get("seeds"), saved.get("max_rounds"), saved.get("first_seed", 0),
+                saved.get("simulator")) != (self.target, self.seeds, self.max_rounds, self.first_seed, self.identity()):  # fmt: skip
+            raise SystemExit(f"{path} holds runs of another simulator, target, seed count or round limit")
         for key, runs in saved["runs"].items():
             k, e = (int(v) for v in key.split(","))
             self.traces[k, e] = [_trace(k, e, self.target, run, costs) for run in runs]
@@ -67,7 +67,12 @@ class Runs:
                               "clients": [list(r.clients) for r in t.rounds]} for t in traces]
                 for (k, e), traces in self.traces.items()}  # fmt: skip
         path.write_text(json.dumps({"target": self.target, "seeds": self.seeds, "max_rounds": self.max_rounds,
-                                    "first_seed": self.first_seed, "runs": runs}))  # fmt: skip
+                                    "first_seed": self.first_seed, "simulator": self.identity(), "runs": runs}))  # fmt: skip
+
+    def identity(self) -> dict:
+        sim = self.sim
+        return {"data": sim.data.name, "model": sim.model_name, "lr": sim.lr, "lr_decay": sim.lr_decay,
+                "batch": sim.batch, "weight_decay": sim.weight_decay, "seed": sim.seed}  # fmt: skip
 
     def get(self, k: int, e: int) -> list:
         if (k, e) not in self.traces:
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("logistic", "cnn"), default="logistic")
     parser.add_argument("--lr", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr-decay", type=float, default=0.0, help="τ: step size lr·τ/(τ + t); 0 constant")
     parser.add_argument("--gap", type=float, default=0.1, help="target: loss <= F* + gap")
     parser.add_argument("--pilot-gap", type=float, help="the pilots' target gap (default: 2 x --gap)")
     parser.add_argument("--seeds", type=int, default=3)
@@ -122,7 +128,7 @@ def main() -> None:
     n = args.clients
     data = digits_clients(n) if args.data == "digits" else synthetic_clients(n)
     costs = draw_client_costs(n, seed=0)
-    sim = FedAvgSimulator(data, args.model, costs, lr=args.lr, batch=args.batch)
+    sim = FedAvgSimulator(data, args.model, costs, lr=args.lr, batch=args.batch, lr_decay=args.lr_decay)
     started = time.perf_counter()
     optimum = sim.optimum()
     runs = Runs(sim, optimum + args.gap, args.seeds, args.max_rounds)

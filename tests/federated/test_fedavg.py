@@ -10,7 +10,7 @@ import torch
 from mlgauge.data.federated import digits_clients, synthetic_clients
 from mlgauge.errors import UsageError
 from mlgauge.federated.costs import draw_client_costs
-from mlgauge.federated.fedavg import FedAvgSimulator
+from mlgauge.federated.fedavg import FedAvgSimulator, step_size
 from mlgauge.federated.models import build_model
 
 
@@ -105,3 +105,22 @@ def test_mismatched_costs_and_cnn_on_flat_data_are_refused():
         FedAvgSimulator(digits_clients(8), "logistic", draw_client_costs(5))
     with pytest.raises(UsageError, match="cnn model needs images"):
         FedAvgSimulator(synthetic_clients(4), "cnn", draw_client_costs(4))
+
+
+def test_the_decaying_step_follows_li_et_als_schedule_and_zero_keeps_it_constant():
+    assert step_size(0.5, 0.0, 1_000) == 0.5
+    assert step_size(0.5, 10.0, 0) == 0.5 and step_size(0.5, 10.0, 10) == pytest.approx(0.25)
+    assert step_size(0.5, 10.0, 90) == pytest.approx(0.05)
+
+
+def test_a_decaying_step_continues_across_rounds():
+    """Round r's steps start at global step (r - 1)·E, so two runs with different decay differ and a
+    run's second round is not its first round again."""
+    data = digits_clients(6)
+    runs = {tau: FedAvgSimulator(data, "logistic", draw_client_costs(6), lr=0.5, lr_decay=tau)
+            .run(2, 5, target=0.0, max_rounds=4, seed=1) for tau in (0.0, 5.0)}  # fmt: skip
+    constant, decayed = ([r.loss for r in runs[t].rounds] for t in (0.0, 5.0))
+    assert [r.clients for r in runs[0.0].rounds] == [r.clients for r in runs[5.0].rounds]  # same sampling
+    assert constant[0] != decayed[0] and constant[-1] != decayed[-1]
+    with pytest.raises(UsageError, match="lr decay -1"):
+        FedAvgSimulator(data, "logistic", draw_client_costs(6), lr_decay=-1)

@@ -17,22 +17,23 @@ from mlgauge.federated.flower.deploy import run_config_text, write_app  # noqa: 
 from mlgauge.federated.flower.protocol import RUN_CONFIG, federation, load_arrays, model_for, to_arrays  # noqa: E402
 
 
-@pytest.mark.parametrize("model", ["logistic", "cnn"])
-def test_a_client_update_is_the_simulators_with_that_client_alone(model):
+@pytest.mark.parametrize(("model", "lr_decay"), [("logistic", 0.0), ("cnn", 0.0), ("logistic", 3.0)])
+def test_a_client_update_is_the_simulators_with_that_client_alone(model, lr_decay):
     from mlgauge.federated.costs import draw_client_costs
     from mlgauge.federated.fedavg import FedAvgSimulator
 
     config = {**RUN_CONFIG, "num-clients": 5, "model": model}
     data = federation(config)
-    sim = FedAvgSimulator(data, model, draw_client_costs(5), lr=0.3, batch=8, weight_decay=1e-2)
+    sim = FedAvgSimulator(data, model, draw_client_costs(5), lr=0.3, batch=8, weight_decay=1e-2, lr_decay=lr_decay)
     start = sim.initial_params()
-    expected = sim.fedavg_round(start, np.array([3]), 4, np.random.default_rng(11))
+    # Round 3 of E = 4: the decayed steps continue from global step 8 on both sides.
+    expected = sim.fedavg_round(start, np.array([3]), 4, np.random.default_rng(11), first_step=8)
 
     net = model_for(config, data)
     net.load_state_dict(start)
     x, y = data.client(3)
     local_sgd(net, torch.from_numpy(x), torch.from_numpy(y), iterations=4, lr=0.3, batch=8, weight_decay=1e-2,
-              rng=np.random.default_rng(11))  # fmt: skip
+              rng=np.random.default_rng(11), lr_decay=lr_decay, first_step=8)  # fmt: skip
     for name, value in net.named_parameters():
         torch.testing.assert_close(value.detach(), expected[name], rtol=1e-5, atol=1e-6)
     assert not torch.equal(expected["linear.weight" if model == "logistic" else "head.weight"],

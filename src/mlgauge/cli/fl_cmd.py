@@ -68,8 +68,7 @@ def register(sub) -> None:
     deploy.add_argument("--data", choices=DATASETS, default="digits")
     deploy.add_argument("--clients", type=int, default=3, help="N SuperNodes, one partition each (default 3)")
     deploy.add_argument("--model", choices=MODELS, default="logistic")
-    deploy.add_argument("--lr", type=float, default=0.5)
-    deploy.add_argument("--batch", type=int, default=16)
+    _training_args(deploy)
     deploy.add_argument("-K", "--clients-per-round", type=int, required=True)
     deploy.add_argument("-E", "--local-iterations", type=int, required=True)
     deploy.add_argument("--rounds", type=int, default=10, help="at most this many rounds (default 10)")
@@ -101,6 +100,9 @@ def _federation_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.5, help="local SGD step size (default 0.5)")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr-decay", type=float, default=0.0, metavar="STEPS",
+                   help="step size lr·τ/(τ + t) over global local steps t, as Li et al.'s theorem assumes; "
+                        "0 keeps it constant (default)")  # fmt: skip
 
 
 def _objective_args(p: argparse.ArgumentParser) -> None:
@@ -141,7 +143,8 @@ def _simulator(args, costs: ClientCosts):
     from mlgauge.data.federated import load_federation
     from mlgauge.federated.fedavg import FedAvgSimulator
 
-    return FedAvgSimulator(load_federation(args.data, args.clients), args.model, costs, lr=args.lr, batch=args.batch)
+    return FedAvgSimulator(load_federation(args.data, args.clients), args.model, costs, lr=args.lr, batch=args.batch,
+                           lr_decay=args.lr_decay)  # fmt: skip
 
 
 def _plan_table(chosen, title: str, *, energy_known: bool = True) -> Table:
@@ -317,14 +320,16 @@ def execute_deploy(args) -> int:
     if args.clients < 1:
         raise UsageError(f"--clients {args.clients}: a federation needs at least one client", hint="Give N >= 1")
     _check_shape(args)
-    if args.rounds < 1 or args.round_timeout <= 0 or args.lr <= 0 or args.batch < 1:
-        raise UsageError(f"--rounds {args.rounds}, --round-timeout {args.round_timeout}, --lr {args.lr}, --batch {args.batch}",
-                         hint="Give rounds >= 1, a positive timeout and lr, batch >= 1")  # fmt: skip
+    if args.rounds < 1 or args.round_timeout <= 0 or args.lr <= 0 or args.batch < 1 or args.lr_decay < 0:
+        raise UsageError(f"--rounds {args.rounds}, --round-timeout {args.round_timeout}, --lr {args.lr}, "
+                         f"--batch {args.batch}, --lr-decay {args.lr_decay}",
+                         hint="Give rounds >= 1, a positive timeout and lr, batch >= 1, lr decay >= 0")  # fmt: skip
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
     paths.ensure_writable_dir(workdir, "Flower work folder")
     config = {"dataset": args.data, "model": args.model, "num-clients": args.clients,
               "clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
-              "lr": args.lr, "batch": args.batch, "target-loss": args.target_loss, "max-rounds": args.rounds,
+              "lr": args.lr, "lr-decay": args.lr_decay, "batch": args.batch, "target-loss": args.target_loss,
+              "max-rounds": args.rounds,
               "round-timeout": args.round_timeout, "seed": args.seed}  # fmt: skip
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=args.json) as bar:  # fmt: skip
@@ -385,7 +390,8 @@ def _local_runs(args, bar: Progress, task):
         raise UsageError(f"--round-timeout {args.round_timeout}", hint="Give a positive number of seconds")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
     paths.ensure_writable_dir(workdir, "Flower work folder")
-    base = {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr, "batch": args.batch,
+    base = {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr,
+            "lr-decay": args.lr_decay, "batch": args.batch,
             "round-timeout": args.round_timeout}  # fmt: skip
 
     def progress(trace: dict) -> None:

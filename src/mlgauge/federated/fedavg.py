@@ -84,6 +84,14 @@ def objective(model: torch.nn.Module, params: dict, x: torch.Tensor, y: torch.Te
     return torch.nn.functional.cross_entropy(logits, y) + 0.5 * weight_decay * penalty
 
 
+def step_size(lr: float, decay_steps: float, step: int) -> float:
+    """The SGD step size at global local-step ``step`` (0-based, counting every client's local steps
+    across rounds: round r's i-th step is (r - 1)·E + i). Constant when ``decay_steps`` is 0;
+    otherwise lr · τ / (τ + step), the O(1/t) schedule Li et al.'s FedAvg theorem assumes (their
+    η_t = 2 / (μ(γ + t))), which removes the floor a constant step leaves at small K."""
+    return lr if decay_steps == 0 else lr * decay_steps / (decay_steps + step)
+
+
 def check_plan_shape(clients: int, iterations: int, n: int) -> None:
     if not 1 <= clients <= n:
         raise UsageError(f"K = {clients} clients per round, but there are {n} clients", hint=f"Choose K between 1 and {n}")
@@ -95,13 +103,14 @@ class FedAvgSimulator:
     """FedAvg over ``data`` with the ``model`` ("logistic" or "cnn") and the clients' ``costs``."""
 
     def __init__(self, data: ClientData, model: str, costs: ClientCosts, *, lr: float = 0.05, batch: int = 16,
-                 weight_decay: float = 1e-3, seed: int = 0) -> None:  # fmt: skip
+                 weight_decay: float = 1e-3, seed: int = 0, lr_decay: float = 0.0) -> None:  # fmt: skip
         if costs.clients != data.clients:
             raise UsageError(f"{costs.clients} clients' costs for {data.clients} clients' data",
                              hint="Draw one cost per client")  # fmt: skip
-        if lr <= 0 or batch < 1 or weight_decay < 0:
-            raise UsageError(f"lr {lr}, batch {batch}, weight decay {weight_decay}",
-                             hint="Use lr > 0, batch >= 1, weight decay >= 0")  # fmt: skip
+        if lr <= 0 or batch < 1 or weight_decay < 0 or lr_decay < 0:
+            raise UsageError(f"lr {lr}, batch {batch}, weight decay {weight_decay}, lr decay {lr_decay}",
+                             hint="Use lr > 0, batch >= 1, weight decay >= 0, lr decay >= 0 steps")  # fmt: skip
+        self.lr_decay = float(lr_decay)
         self.data, self.costs, self.model_name = data, costs, model
         self.lr, self.batch, self.weight_decay, self.seed = float(lr), int(batch), float(weight_decay), int(seed)
         self.model = build_model(model, data.features.shape[1], data.classes, data.image_shape, seed)
@@ -151,7 +160,7 @@ class FedAvgSimulator:
         trace = Trace(clients, iterations, float(target), self.loss(params))
         for number in range(1, max_rounds + 1):
             sampled = np.sort(rng.choice(self.data.clients, clients, replace=False))
-            params = self.fedavg_round(params, sampled, iterations, rng)
+            params = self.fedavg_round(params, sampled, iterations, rng, first_step=(number - 1) * iterations)
             done = Round(number, tuple(int(k) for k in sampled), self.loss(params),
                          self.costs.round_time(sampled, iterations), self.costs.round_energy(sampled, iterations))  # fmt: skip
             trace.rounds.append(done)
@@ -164,18 +173,20 @@ class FedAvgSimulator:
     def initial_params(self) -> dict:
         return {k: v.clone() for k, v in self._initial.items()}
 
-    def fedavg_round(self, params: dict, sampled: np.ndarray, iterations: int, rng: np.random.Generator) -> dict:
+    def fedavg_round(self, params: dict, sampled: np.ndarray, iterations: int, rng: np.random.Generator,
+                     first_step: int = 0) -> dict:  # fmt: skip
         """The next global model: ``sampled`` clients train ``iterations`` steps from ``params``, then average.
         Each step draws each client's minibatch uniformly from its own examples."""
         k = len(sampled)
         local = {name: p.unsqueeze(0).repeat(k, *([1] * p.dim())) for name, p in params.items()}  # (K, ...)
         starts = self.starts[sampled][:, None]
         sizes = self.sizes[sampled][:, None]
-        for _ in range(iterations):
+        for i in range(iterations):
             rows = torch.from_numpy(starts + (rng.random((k, self.batch)) * sizes).astype(np.int64))  # (K, b)
             grads = self._step_grads(local, self.x[rows], self.y[rows])
+            lr = step_size(self.lr, self.lr_decay, first_step + i)
             with torch.no_grad():
                 for name in local:
-                    local[name] -= self.lr * grads[name]
+                    local[name] -= lr * grads[name]
         weights = torch.from_numpy(self.sizes[sampled] / self.sizes[sampled].sum()).to(torch.float32)  # (K,)
         return {name: torch.tensordot(weights, p, dims=1) for name, p in local.items()}

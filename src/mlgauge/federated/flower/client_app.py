@@ -20,7 +20,7 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from mlgauge.energy.choose import choose_meter
-from mlgauge.federated.fedavg import objective
+from mlgauge.federated.fedavg import objective, step_size
 from mlgauge.federated.flower.protocol import (
     ARRAYS,
     CONFIG,
@@ -37,18 +37,19 @@ app = ClientApp()
 
 
 def local_sgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, iterations: int, lr: float, batch: int,
-              weight_decay: float, rng: np.random.Generator) -> float:  # fmt: skip
-    """``iterations`` SGD steps on minibatches drawn uniformly from (x, y), as the simulator draws them;
-    returns the last minibatch's loss."""
+              weight_decay: float, rng: np.random.Generator, lr_decay: float = 0.0, first_step: int = 0) -> float:  # fmt: skip
+    """``iterations`` SGD steps on minibatches drawn uniformly from (x, y), as the simulator draws them
+    and with its step sizes; returns the last minibatch's loss."""
     params = dict(model.named_parameters())
     loss = torch.tensor(float("nan"))
-    for _ in range(iterations):
+    for i in range(iterations):
+        step = step_size(lr, lr_decay, first_step + i)
         rows = torch.from_numpy((rng.random(batch) * len(y)).astype(np.int64))
         loss = objective(model, params, x[rows], y[rows], weight_decay)
         grads = torch.autograd.grad(loss, list(params.values()))
         with torch.no_grad():
             for p, g in zip(params.values(), grads, strict=True):
-                p -= lr * g
+                p -= step * g
     return float(loss.detach())
 
 
@@ -67,9 +68,11 @@ def train(msg: Message, context: Context) -> Message:
     rng = np.random.default_rng((int(config["seed"]), server_round, partition))
     meter, _ = choose_meter("auto")  # started already when it can read
     started = time.perf_counter()
-    loss = local_sgd(model, torch.from_numpy(features), torch.from_numpy(labels),
-                     iterations=int(round_config["local-iterations"]), lr=float(round_config["lr"]),
-                     batch=int(round_config["batch"]), weight_decay=float(round_config["weight-decay"]), rng=rng)  # fmt: skip
+    iterations = int(round_config["local-iterations"])
+    loss = local_sgd(model, torch.from_numpy(features), torch.from_numpy(labels), iterations=iterations,
+                     lr=float(round_config["lr"]), batch=int(round_config["batch"]),
+                     weight_decay=float(round_config["weight-decay"]), rng=rng,
+                     lr_decay=float(round_config["lr-decay"]), first_step=(server_round - 1) * iterations)  # fmt: skip
     compute_s = time.perf_counter() - started
     metrics = {NUM_EXAMPLES: len(labels), "partition-id": partition, "compute-s": compute_s, "train-loss": loss}
     if meter is not None:

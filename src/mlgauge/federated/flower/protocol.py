@@ -21,6 +21,7 @@ RUN_CONFIG = {
     "clients-per-round": 2,
     "local-iterations": 5,
     "lr": 0.5,
+    "lr-decay": 0.0,  # τ in local steps: step size lr·τ/(τ + t); 0 keeps it constant
     "batch": 16,
     "weight-decay": 1e-3,
     "target-loss": 0.0,  # stop once the global loss is <= this (0: run every round)

@@ -93,7 +93,7 @@ def main(grid: Grid, context: Context) -> None:
             return float(objective(model, dict(model.named_parameters()), x, y, weight_decay))
 
     strategy = PlannedFedAvg(k, n, int(config["seed"]))
-    round_config = {key: config[key] for key in ("local-iterations", "lr", "batch", "weight-decay")}
+    round_config = {key: config[key] for key in ("local-iterations", "lr", "lr-decay", "batch", "weight-decay")}
     trace = {"config": config, "initial_loss": global_loss(), "rounds": []}
     output = Path(str(config["output"])) if config["output"] else None
     arrays = ArrayRecord(to_arrays(model))
