@@ -57,7 +57,7 @@ def test_a_target_not_reached_exits_1(capsys):
 
 
 def test_estimate_fits_plans_and_runs_the_plan(capsys):
-    code, out, _ = _run(capsys, ["fl", "estimate", "--clients", "10", "--epsilon", "0.3", "--run", "--json"])
+    code, out, _ = _run(capsys, ["fl", "estimate", "--clients", "10", "--epsilon", "0.3", "--seeds", "1", "--run", "--json"])
     result = json.loads(out)
     assert code == 0
     assert len(result["estimate"]["pilots"]) == 4 and result["estimate"]["gap"] == pytest.approx(0.6)

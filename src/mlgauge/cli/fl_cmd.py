@@ -55,7 +55,8 @@ def register(sub) -> None:
     _objective_args(estimate)
     estimate.add_argument("--pilot-gap", type=float, help="the pilots' looser target gap (default 2ε)")
     estimate.add_argument("--pilot-rounds", type=int, default=200, help="round limit of each pilot (default 200)")
-    estimate.add_argument("--seeds", type=int, default=1, help="pilot runs per setting (default 1)")
+    estimate.add_argument("--seeds", type=int, default=3,
+                          help="pilot runs per setting (default 3: with one, the plan depends on luck)")
     estimate.add_argument("--run", action="store_true", help="then run the plan to the target and report its cost")
     estimate.add_argument("--flower", action="store_true",
                           help="run the pilots (and --run) on Flower: a local SuperLink and N SuperNodes; the "
