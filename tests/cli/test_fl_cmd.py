@@ -79,6 +79,8 @@ def test_estimate_fits_plans_and_runs_the_plan(capsys):
         (["fl", "deploy", "--clients", "3", "-K", "4", "-E", "2"], "K = 4 clients per round, but there are 3"),
         (["fl", "deploy", "--clients", "3", "-K", "2", "-E", "2", "--round-timeout", "0"], "--round-timeout 0"),
         (["fl", "simulate", "--data", "mnist", "-K", "1", "-E", "1"], "invalid choice: 'mnist'"),
+        (["fl", "simulate", "--clients", "5", "-K", "2", "-E", "2", "--lr-decay", "-1"], "lr decay -1"),
+        (["fl", "estimate", "--clients", "3", "--flower", "--round-timeout", "0"], "--round-timeout 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):

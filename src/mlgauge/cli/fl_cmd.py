@@ -236,6 +236,8 @@ def execute_estimate(args) -> int:
     gamma = check_gamma(args.gamma)
     if args.seeds < 1 or args.pilot_rounds < 1:
         raise UsageError(f"--seeds {args.seeds}, --pilot-rounds {args.pilot_rounds}", hint="Both must be >= 1")
+    if args.flower and args.round_timeout <= 0:
+        raise UsageError(f"--round-timeout {args.round_timeout}", hint="Give a positive number of seconds")
     if args.flower and args.costs is not None:
         raise UsageError("--costs with --flower: on Flower the clients' costs are what they measure",
                          hint="Drop --costs, or drop --flower to plan for the given costs")  # fmt: skip
@@ -387,8 +389,6 @@ def _local_runs(args, bar: Progress, task):
     """A local Flower federation for ``fl estimate --flower``, its progress on ``bar``."""
     from mlgauge.federated.flower.deploy import LocalRuns
 
-    if args.round_timeout <= 0:
-        raise UsageError(f"--round-timeout {args.round_timeout}", hint="Give a positive number of seconds")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
     paths.ensure_writable_dir(workdir, "Flower work folder")
     base = {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr,
