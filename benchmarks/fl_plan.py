@@ -196,5 +196,6 @@ def main() -> None:
         runs.save(args.traces)
         heldout.save(heldout_traces)
 
+
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 scale, γ), the measured cost of every (K, E) of the grid relative to the grid's best, with the
 grid's best, the plan and the fixed settings marked. Needs the ``plots`` extra (matplotlib).
 
-    python benchmarks/plot_fl_plan.py fl_plan.json docs/fl_plan.svg
+    python benchmarks/plot_fl_plan.py fl_plan.json docs/fl_plan.png
 """
 
 from __future__ import annotations

@@ -303,17 +303,17 @@ def execute_estimate(args) -> int:
     return 0
 
 
-def _number(value: float) -> str:
-    return f"{value:,.3f}" if math.isfinite(value) else "not metered"
+def _number(value: float, unit: str = "") -> str:
+    """NaN is what an unmetered energy turns into; say so rather than print it."""
+    return f"{value:,.3f}{unit}" if math.isfinite(value) else "not metered"
+
+
+def _joules(value: float) -> str:
+    return _number(value, " J")
 
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _joules(value: float) -> str:
-    return f"{value:,.3f} J" if math.isfinite(value) else "not metered"
-
 
 
 def execute_deploy(args) -> int:
