@@ -61,5 +61,10 @@ def test_pilots_on_the_simulator_give_a_usable_bound():
     assert result.bound.a0 + result.bound.a1 + result.bound.b0 > 0 and len(result.pilots) == 3
     assert result.spent(0) == pytest.approx(sum(p.time_s for p in result.pilots))
     assert result.to_dict()["pilots"][0]["clients"] == 1
+    for pilot, row in zip(result.pilots, result.to_dict()["pilots"], strict=True):  # the fit beside each measurement
+        assert row["fitted_rounds"] == pytest.approx(float(result.bound.rounds(pilot.clients_per_round,
+                                                                               pilot.iterations, 0.5)))  # fmt: skip
+    misfits = [result.fitted_rounds(p) / len(p.rounds) - 1 for p in result.pilots if p.reached]
+    assert (sum(m * m for m in misfits) / len(misfits)) ** 0.5 == pytest.approx(result.residual, rel=1e-6)
     with pytest.raises(UsageError, match="pilot gap"):
         estimate(lambda *a: None, 10, optimum=0.0, gap=0.0)

@@ -285,11 +285,11 @@ def execute_estimate(args) -> int:
         return 0
     where = f"Flower ({args.clients} local SuperNodes)" if deployment else sim.data.name
     pilots = Table(title=f"Pilot runs to F* + {fitted.gap:g} on {where} ({args.clients} clients)")
-    for column in ("K", "E", "rounds", "reached", "time", "energy"):
+    for column in ("K", "E", "rounds", "model's rounds", "reached", "time", "energy"):
         pilots.add_column(column, justify="right")
     for p in fitted.pilots:
-        pilots.add_row(str(p.clients_per_round), str(p.iterations), str(len(p.rounds)), "yes" if p.reached else "[red]no[/red]",
-                       f"{p.time_s:,.1f} s", _joules(p.energy_j))  # fmt: skip
+        pilots.add_row(str(p.clients_per_round), str(p.iterations), str(len(p.rounds)), f"{fitted.fitted_rounds(p):.1f}",
+                       "yes" if p.reached else "[red]no[/red]", f"{p.time_s:,.1f} s", _joules(p.energy_j))  # fmt: skip
     console.print(pilots)
     b = fitted.bound
     console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g} (misfit {fitted.residual:.0%}); "
