@@ -12,17 +12,19 @@ pytest.importorskip("flwr")
 from mlgauge.errors import UsageError  # noqa: E402
 from mlgauge.federated.bound import ConvergenceBound  # noqa: E402
 from mlgauge.federated.costs import ClientCosts  # noqa: E402
-from mlgauge.federated.flower.deploy import Node, local_federation, run_app  # noqa: E402
-from mlgauge.federated.flower.measured import measured_costs  # noqa: E402
+from mlgauge.federated.flower.deploy import LocalRuns, Node  # noqa: E402
+from mlgauge.federated.flower.measured import as_trace, measured_costs  # noqa: E402
 from mlgauge.federated.planner import plan  # noqa: E402
 
 
 @pytest.mark.integration
 def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_path):
-    config = {"num-clients": 3, "clients-per-round": 3, "local-iterations": 5, "max-rounds": 2, "round-timeout": 25}
     seen = []
-    with local_federation([Node(0), Node(1), Node(2, {"drop-in-round": 2})], tmp_path) as address:
-        trace = run_app(address, config, tmp_path, on_progress=lambda t: seen.append(len(t["rounds"])), timeout_s=240)
+    nodes = [Node(0), Node(1), Node(2, {"drop-in-round": 2})]
+    with LocalRuns({"num-clients": 3, "round-timeout": 25}, tmp_path, on_progress=lambda t: seen.append(len(t["rounds"])),
+                   nodes=nodes, timeout_s=240) as runs:  # fmt: skip
+        trace = runs.run(3, 5, target_loss=0.0, max_rounds=2, seed=0)
+    assert runs.traces == [trace] and (tmp_path / "trace-01-K3-E5-seed0.json").exists()
 
     first, second = trace["rounds"]
     assert [c["partition"] for c in first["clients"]] == [0, 1, 2] and first["dropped"] == []
@@ -32,6 +34,11 @@ def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_pat
     assert dropper in second["dropped"]
     assert 1 <= len(second["clients"]) <= 2 and 2 not in [c["partition"] for c in second["clients"]]
     assert seen[-1] == 2
+    # As the estimator reads it: each round's wall time and the partitions that answered.
+    pilot = as_trace(trace)
+    assert (pilot.clients_per_round, pilot.iterations, len(pilot.rounds)) == (3, 5, 2)
+    assert pilot.time_s == pytest.approx(first["wall_s"] + second["wall_s"])
+    assert pilot.rounds[1].clients == tuple(c["partition"] for c in second["clients"])
     # What the clients measured is what the planner reads; nothing meters the radio, so energy is
     # only usable for a time-only plan.
     costs = measured_costs(trace)

@@ -317,7 +317,7 @@ def _finite(value: float) -> float | None:
 
 
 def execute_deploy(args) -> int:
-    from mlgauge.federated.flower.deploy import Node, local_federation, run_app
+    from mlgauge.federated.flower.deploy import LocalRuns, run_app
     from mlgauge.federated.flower.measured import client_summary, measured_costs
 
     if args.clients < 1:
@@ -329,11 +329,9 @@ def execute_deploy(args) -> int:
                          hint="Give rounds >= 1, a positive timeout and lr, batch >= 1, lr decay >= 0")  # fmt: skip
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
     paths.ensure_writable_dir(workdir, "Flower work folder")
-    config = {"dataset": args.data, "model": args.model, "num-clients": args.clients,
-              "clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
-              "lr": args.lr, "lr-decay": args.lr_decay, "batch": args.batch, "target-loss": args.target_loss,
-              "max-rounds": args.rounds,
-              "round-timeout": args.round_timeout, "seed": args.seed}  # fmt: skip
+    base = _flower_base(args)
+    run = {"clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
+           "target-loss": args.target_loss, "max-rounds": args.rounds, "seed": args.seed}  # fmt: skip
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=args.json) as bar:  # fmt: skip
         task = bar.add_task("starting Flower", total=args.rounds)
@@ -344,12 +342,13 @@ def execute_deploy(args) -> int:
             bar.update(task, completed=len(trace["rounds"]), description=text)
 
         if args.superlink:
-            trace = run_app(args.superlink, config, workdir, insecure=args.root_certificates is None,
+            trace = run_app(args.superlink, {**base, **run}, workdir, insecure=args.root_certificates is None,
                             root_certificates=args.root_certificates, on_progress=progress, timeout_s=args.timeout)  # fmt: skip
         else:
             bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
-            with local_federation([Node(i) for i in range(args.clients)], workdir) as address:
-                trace = run_app(address, config, workdir, on_progress=progress, timeout_s=args.timeout)
+            with LocalRuns(base, workdir, on_progress=progress, timeout_s=args.timeout) as local:
+                trace = local.run(args.clients_per_round, args.local_iterations, target_loss=args.target_loss,
+                                  max_rounds=args.rounds, seed=args.seed)  # fmt: skip
     summary = client_summary(trace)
     costs_path = workdir / "client_costs.json"
     paths.write_text_atomic(costs_path, json.dumps(measured_costs(trace), indent=1) + "\n")
@@ -391,9 +390,6 @@ def _local_runs(args, bar: Progress, task):
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
     paths.ensure_writable_dir(workdir, "Flower work folder")
-    base = {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr,
-            "lr-decay": args.lr_decay, "batch": args.batch,
-            "round-timeout": args.round_timeout}  # fmt: skip
 
     def progress(trace: dict) -> None:
         if trace["rounds"]:
@@ -402,4 +398,10 @@ def _local_runs(args, bar: Progress, task):
                                          f"round {last['number']}, loss {last['loss']:.4f}")  # fmt: skip
 
     bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
-    return LocalRuns(base, workdir, on_progress=progress)
+    return LocalRuns(_flower_base(args), workdir, on_progress=progress)
+
+
+def _flower_base(args) -> dict:
+    """The run config every Flower run of one command shares: data, model, N, optimizer, round timeout."""
+    return {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr,
+            "lr-decay": args.lr_decay, "batch": args.batch, "round-timeout": args.round_timeout}  # fmt: skip

@@ -252,19 +252,23 @@ def _read_trace(path: Path) -> dict | None:
 
 
 class LocalRuns:
-    """A local SuperLink and N SuperNodes kept up for several ``flwr run``s (pilots, then a plan).
+    """A local SuperLink and N SuperNodes kept up for one or several ``flwr run``s (a deployment, or
+    pilots and then a plan).
 
     ``run`` returns each run's trace and keeps a copy in the work folder; ``base`` is the run config
-    every run shares (data, model, N, optimizer, round timeout)."""
+    every run shares (data, model, N, optimizer, round timeout). ``nodes`` defaults to one plain
+    SuperNode per partition; ``timeout_s`` bounds each run."""
 
-    def __init__(self, base: dict, workdir: Path, on_progress: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, base: dict, workdir: Path, on_progress: Callable[[dict], None] | None = None, *,
+                 nodes: list[Node] | None = None, timeout_s: float | None = None) -> None:  # fmt: skip
         self.base, self.workdir, self.on_progress = dict(base), workdir, on_progress
+        self.nodes = nodes if nodes is not None else [Node(i) for i in range(int(self.base["num-clients"]))]
+        self.timeout_s = timeout_s
         self.traces: list[dict] = []
         self._federation = None
 
     def __enter__(self) -> LocalRuns:
-        nodes = [Node(i) for i in range(int(self.base["num-clients"]))]
-        self._federation = local_federation(nodes, self.workdir)
+        self._federation = local_federation(self.nodes, self.workdir)
         self.address = self._federation.__enter__()
         return self
 
@@ -274,7 +278,7 @@ class LocalRuns:
     def run(self, clients_per_round: int, iterations: int, *, target_loss: float, max_rounds: int, seed: int) -> dict:
         config = {**self.base, "clients-per-round": clients_per_round, "local-iterations": iterations,
                   "target-loss": target_loss, "max-rounds": max_rounds, "seed": seed}  # fmt: skip
-        trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress)
+        trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress, timeout_s=self.timeout_s)
         name = f"trace-{len(self.traces) + 1:02d}-K{clients_per_round}-E{iterations}-seed{seed}.json"
         (self.workdir / name).write_text(json.dumps(trace, indent=1))
         self.traces.append(trace)
