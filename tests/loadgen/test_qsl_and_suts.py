@@ -21,6 +21,7 @@ from mlgauge.loadgen.suts import (
     DynamicBatchingSUT,
     InlineSUT,
     SutOptions,
+    balanced_batches,
     default_shape,
 )
 from mlgauge.tasks.base import SampleSource
@@ -213,7 +214,7 @@ def test_batching_sut_splits_across_workers() -> None:
     rec.wait_for(100)
     sut.stop()
     assert sorted(rec.ids) == ids  # every id exactly once
-    assert sorted(len(b) for b, _ in rec.batches) == [4] + [8] * 12
+    assert sorted(len(b) for b, _ in rec.batches) == [6] * 5 + [7] * 10  # 15 batches: 5 per worker
     rec.check_pairs(lambda i: i - 1000)
     # Each batch is a contiguous slice of the query.
     for batch, _ in rec.batches:
@@ -221,6 +222,18 @@ def test_batching_sut_splits_across_workers() -> None:
     assert len(rec.threads) == 3
     assert all(t.name.startswith("mlgauge-batch-") for t in rec.threads)
     assert not any(t.is_alive() for t in rec.threads)
+
+
+@pytest.mark.parametrize(("n", "max_batch", "workers"), [(660, 32, 2), (100, 8, 3), (7, 32, 2), (1, 8, 4), (64, 8, 1),
+                                                     (5, 2, 4), (1000, 1, 3)])  # fmt: skip
+def test_balanced_batches_leave_no_worker_a_lone_last_batch(n, max_batch, workers) -> None:
+    bounds = balanced_batches(n, max_batch, workers)
+    assert [s for s, _ in bounds] == [0] + [e for _, e in bounds[:-1]] and bounds[-1][1] == n  # contiguous, all
+    sizes = [e - s for s, e in bounds]
+    assert max(sizes) <= max_batch and max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert len(bounds) % workers == 0 or len(bounds) == n  # fewer samples than workers: one each
+    assert len(bounds) < -(-n // max_batch) + workers  # never more batches than the rounding needs
+    assert balanced_batches(0, max_batch, workers) == []
 
 
 def test_batching_sut_stop_drains_queued_work() -> None:

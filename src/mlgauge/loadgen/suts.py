@@ -3,7 +3,9 @@
 * SingleStream: inline. LoadGen sends the next query only after the previous
   completes, so a thread hand-off would add latency and buy nothing.
 * MultiStream, Offline: batching workers. Queries are cut into batches of at most
-  ``max_batch`` and run by ``workers`` threads (frameworks release the GIL).
+  ``max_batch`` and run by ``workers`` threads (frameworks release the GIL). The batches of
+  a query are as many as a multiple of the workers, and of equal size: an Offline test is one
+  query, and a lone last batch would leave every other worker idle while it runs.
 * Server: a dynamic-batching server. Arrivals queue up; a worker takes whatever
   is queued, up to ``max_batch``. Only when it found the queue empty does it wait
   (at most ``max_wait``) for a batch to fill, so under load batches grow and
@@ -132,6 +134,22 @@ class InlineSUT:
         pass
 
 
+def balanced_batches(n: int, max_batch: int, workers: int) -> list[tuple[int, int]]:
+    """(start, end) of contiguous batches covering n samples: at most ``max_batch`` each, sizes
+    differing by at most one, and (when n allows) a multiple of ``workers`` of them."""
+    if n <= 0:
+        return []
+    count = -(-n // max_batch)
+    count = min(n, -(-count // workers) * workers)
+    size, extra = divmod(n, count)
+    bounds, start = [], 0
+    for b in range(count):
+        end = start + size + (1 if b < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
+
+
 class BatchingSUT:
     """MultiStream and Offline: split queries into batches for a pool of worker threads."""
 
@@ -146,9 +164,8 @@ class BatchingSUT:
             t.start()
 
     def issue(self, ids: list[int], indices: list[int]) -> None:
-        step = self._max_batch
-        for start in range(0, len(ids), step):
-            self._queue.put((ids[start : start + step], indices[start : start + step]))
+        for start, end in balanced_batches(len(ids), self._max_batch, len(self._threads)):
+            self._queue.put((ids[start:end], indices[start:end]))
 
     def _work(self) -> None:
         while True:
