@@ -327,8 +327,7 @@ def execute_deploy(args) -> int:
         raise UsageError(f"--rounds {args.rounds}, --round-timeout {args.round_timeout}, --lr {args.lr}, "
                          f"--batch {args.batch}, --lr-decay {args.lr_decay}",
                          hint="Give rounds >= 1, a positive timeout and lr, batch >= 1, lr decay >= 0")  # fmt: skip
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
-    paths.ensure_writable_dir(workdir, "Flower work folder")
+    workdir = _flower_workdir(args)
     base = _flower_base(args)
     run = {"clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
            "target-loss": args.target_loss, "max-rounds": args.rounds, "seed": args.seed}  # fmt: skip
@@ -388,8 +387,7 @@ def _local_runs(args, bar: Progress, task):
     """A local Flower federation for ``fl estimate --flower``, its progress on ``bar``."""
     from mlgauge.federated.flower.deploy import LocalRuns
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
-    paths.ensure_writable_dir(workdir, "Flower work folder")
+    workdir = _flower_workdir(args)
 
     def progress(trace: dict) -> None:
         if trace["rounds"]:
@@ -405,3 +403,10 @@ def _flower_base(args) -> dict:
     """The run config every Flower run of one command shares: data, model, N, optimizer, round timeout."""
     return {"dataset": args.data, "model": args.model, "num-clients": args.clients, "lr": args.lr,
             "lr-decay": args.lr_decay, "batch": args.batch, "round-timeout": args.round_timeout}  # fmt: skip
+
+
+def _flower_workdir(args) -> Path:
+    """--workdir, or a new folder: where Flower's logs, state and the runs' traces go."""
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlgauge-fl-"))
+    paths.ensure_writable_dir(workdir, "Flower work folder")
+    return workdir

@@ -24,6 +24,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlgauge import paths
 from mlgauge.errors import RunError, UsageError
 from mlgauge.federated.flower.protocol import RUN_CONFIG
 
@@ -280,6 +281,6 @@ class LocalRuns:
                   "target-loss": target_loss, "max-rounds": max_rounds, "seed": seed}  # fmt: skip
         trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress, timeout_s=self.timeout_s)
         name = f"trace-{len(self.traces) + 1:02d}-K{clients_per_round}-E{iterations}-seed{seed}.json"
-        (self.workdir / name).write_text(json.dumps(trace, indent=1))
+        paths.write_text_atomic(self.workdir / name, json.dumps(trace, indent=1))
         self.traces.append(trace)
         return trace
