@@ -5,11 +5,13 @@ Data: the planted click model of ``mlgauge.data.criteo`` (Zipf-distributed ids, 
 a dense x sparse cross term) over MLPerf's 26 tables capped at ``--cap`` rows, one id per feature
 (Criteo's one-hot layout) or MLPerf DLRM-v2's multi-hot sizes, so the full tables (rows x dim x 4
 bytes) are far larger than the CPU's last-level cache. Every model trains ``--epochs`` passes with the
-same optimizer, batch and schedule (Adam, one cycle over all passes) and is scored after each pass on
-a validation split; the pass with the best validation AUC is then scored on a separate test split
-(scikit-learn's ROC AUC), so no number is picked on the data it reports. The full tables pool
+same optimizer, batch and schedule (Adam, one cycle over all passes) at each learning rate of ``--lr``
+and is scored after each pass on a validation split; the (learning rate, pass) with the best
+validation AUC is then scored on a separate test split (scikit-learn's ROC AUC), so each embedding
+gets its own best step size and no number is picked on the data it reports. The full tables pool
 through ``embedding_bag``, PyTorch's fastest CPU path for them. Inference is the forward pass alone
-(no data loading), batch ``--infer-batch``, median of ``--infer-rounds`` passes over the test split;
+(no data loading), batch ``--infer-batch``, median of ``--infer-rounds`` passes over the test split,
+timed after all the training with the models taking turns;
 "lookups" times the embedding layer alone, which bounds what any embedding can save (Amdahl). The
 oracle AUC (the planted probabilities) bounds what any model reaches.
 
@@ -17,6 +19,7 @@ Goals (README): ROBE at 1000x within 0.002 AUC of the full model; inference with
 full model's samples/s when the full tables exceed the cache.
 
     python benchmarks/robe_dlrm.py [--cap 200000] [--dim 32] [--train 400000] [--val 100000] [--epochs 3]
+        [--lr 0.001,0.002,0.004,0.008]
         [--choices full,robe:100,robe:1000,robe:10000] [--multi-hot one|reference] [--block 32] [--json out.json]
 """
 
@@ -62,15 +65,12 @@ def choice_for(spec: str, full_bytes: int, block: int = 32) -> EmbeddingChoice:
     return EmbeddingChoice(kind=kind, compression=float(factor))
 
 
-def _rate(step, n: int, batch: int, rounds: int) -> float:
-    """Median samples/s of ``step(start, stop)`` over ``n`` samples in batches."""
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for i in range(0, n, batch):
-            step(i, min(i + batch, n))
-        rates.append(n / (time.perf_counter() - started))
-    return statistics.median(rates)
+def _pass_rate(step, n: int, batch: int) -> float:
+    """Samples/s of one pass of ``step(start, stop)`` over ``n`` samples in batches."""
+    started = time.perf_counter()
+    for i in range(0, n, batch):
+        step(i, min(i + batch, n))
+    return n / (time.perf_counter() - started)
 
 
 @torch.inference_mode()
@@ -82,17 +82,23 @@ def auc(model: DLRMv2, data, batch: int = 8192) -> float:
 
 
 @torch.inference_mode()
-def rates(model: DLRMv2, data, batch: int, rounds: int) -> tuple[float, float]:
-    """(samples/s of the whole forward pass, samples/s of the embedding lookups alone)."""
-    model.eval()
+def rates(models: list[DLRMv2], data, batch: int, rounds: int) -> list[tuple[float, float]]:
+    """For each model, (samples/s of the whole forward pass, samples/s of the embedding lookups alone):
+    medians of ``rounds`` passes, the models taking turns in each round, so that the machine's speed
+    drifting over minutes is not read as one embedding being faster than another."""
     dense, sparse = torch.from_numpy(data.dense), torch.from_numpy(data.sparse)
-    whole = _rate(lambda a, b: model.logits(dense[a:b], sparse[a:b]), len(dense), batch, rounds)
-    lookups = _rate(lambda a, b: model.embeddings(sparse[a:b]), len(dense), batch, rounds)
-    return whole, lookups
+
+    def one_round(model: DLRMv2) -> tuple[float, float]:
+        model.eval()
+        return (_pass_rate(lambda a, b: model.logits(dense[a:b], sparse[a:b]), len(dense), batch),
+                _pass_rate(lambda a, b: model.embeddings(sparse[a:b]), len(dense), batch))  # fmt: skip
+
+    seen = [[one_round(model) for model in models] for _ in range(rounds)]
+    return [(statistics.median(r[i][0] for r in seen), statistics.median(r[i][1] for r in seen)) for i in range(len(models))]
 
 
-def train_and_pick(model: DLRMv2, train_split, val, args) -> tuple[int, list[float], float]:
-    """Train ``args.epochs`` passes, keep the weights of the pass with the best validation AUC:
+def train_and_pick(model: DLRMv2, train_split, val, args, lr: float) -> tuple[int, list[float], float]:
+    """Train ``args.epochs`` passes at ``lr``, keep the weights of the pass with the best validation AUC:
     (that pass, validation AUC after each pass, training seconds per pass without the scoring)."""
     epoch_auc, best, scoring = [], {"auc": -1.0, "epoch": 0, "state": None}, 0.0
 
@@ -105,7 +111,7 @@ def train_and_pick(model: DLRMv2, train_split, val, args) -> tuple[int, list[flo
         scoring += time.perf_counter() - started
 
     started = time.perf_counter()
-    train(model, train_split.dense, train_split.sparse, train_split.labels, batch=args.batch, lr=args.lr,
+    train(model, train_split.dense, train_split.sparse, train_split.labels, batch=args.batch, lr=lr,
           epochs=args.epochs, after_epoch=keep_best)  # fmt: skip
     seconds = (time.perf_counter() - started - scoring) / args.epochs
     model.load_state_dict(best["state"])
@@ -119,7 +125,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=400_000)
     parser.add_argument("--val", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2048)
-    parser.add_argument("--lr", type=float, default=0.004)
+    parser.add_argument("--lr", default="0.001,0.002,0.004,0.008",
+                        help="learning rates to try; each embedding keeps the one its validation AUC prefers")
     parser.add_argument("--epochs", type=int, default=3, help="passes over the training split; the best on validation is kept")
     parser.add_argument("--infer-batch", type=int, default=4096)
     parser.add_argument("--infer-rounds", type=int, default=5)
@@ -130,6 +137,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
+    lrs = [float(v) for v in args.lr.split(",")]
     rows = tuple(min(n, args.cap) for n in REFERENCE_NUM_EMBEDDINGS)
     hots = REFERENCE_MULTI_HOT_SIZES if args.multi_hot == "reference" else (1,) * len(rows)
     config = DlrmConfig(rows, hots, embedding_dim=args.dim, bottom_mlp=(64, args.dim), top_mlp=(128, 64, 1),
@@ -142,21 +150,32 @@ def main() -> None:
     print(f"{sum(hots)} ids per sample; {sum(rows):,} rows x dim {args.dim}: full tables {full_bytes / 1e6:,.1f} MB; last-level cache "
           f"{llc / 1e6 if llc else float('nan'):,.1f} MB; {torch.get_num_threads()} threads; "
           f"oracle AUC {test.oracle_auc():.4f}")  # fmt: skip
-    results = []
+    results, models = [], []
     for spec in args.choices.split(","):
         choice = choice_for(spec, full_bytes, args.block)
-        torch.manual_seed(0)
-        model = DLRMv2(config, build_embeddings(choice, rows, hots, args.dim))
-        best_epoch, epoch_auc, seconds = train_and_pick(model, train_split, val, args)
-        rate, lookups = rates(model, test, args.infer_batch, args.infer_rounds)
+        tried, times, kept = {}, [], None  # kept: (lr, model, best pass) of the best validation AUC so far
+        for step_size in lrs:
+            torch.manual_seed(0)
+            candidate = DLRMv2(config, build_embeddings(choice, rows, hots, args.dim))
+            epoch, tried[step_size], seconds = train_and_pick(candidate, train_split, val, args, step_size)
+            times.append(seconds)
+            if kept is None or max(tried[step_size]) > max(tried[kept[0]]):
+                kept = (step_size, candidate, epoch)
+            del candidate
+        lr, model, best_epoch = kept
+        epoch_auc, seconds = tried[lr], statistics.median(times)
         row = {"choice": spec, "embedding": choice.describe(), "embedding_bytes": embedding_bytes(model),
-               "compression": full_bytes / embedding_bytes(model), "auc": auc(model, test), "best_epoch": best_epoch,
-               "val_auc_per_epoch": epoch_auc, "train_s_per_epoch": seconds, "infer_samples_per_s": rate,
-               "lookup_samples_per_s": lookups}  # fmt: skip
+               "compression": full_bytes / embedding_bytes(model), "auc": auc(model, test), "lr": lr, "best_epoch": best_epoch,
+               "val_auc_per_epoch": epoch_auc, "val_auc_per_lr": {str(r): a for r, a in tried.items()},
+               "train_s_per_epoch": seconds}  # fmt: skip
         results.append(row)
+        models.append(model)
         print(f"{spec:12s} {row['embedding_bytes'] / 1e6:9.3f} MB ({row['compression']:6.0f}x)  AUC {row['auc']:.4f} "
-              f"(epoch {best_epoch})  train {seconds:5.1f} s/epoch  inference {rate:9,.0f} samples/s  "
-              f"lookups {lookups:11,.0f} samples/s", flush=True)  # fmt: skip
+              f"(lr {lr:g}, epoch {best_epoch})  train {seconds:5.1f} s/epoch", flush=True)  # fmt: skip
+    print(f"inference, batch {args.infer_batch}, median of {args.infer_rounds} rounds:")
+    for row, (rate, lookups) in zip(results, rates(models, test, args.infer_batch, args.infer_rounds), strict=True):
+        row.update(infer_samples_per_s=rate, lookup_samples_per_s=lookups)
+        print(f"{row['choice']:12s} {rate:9,.0f} samples/s, lookups alone {lookups:11,.0f} samples/s", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "full_bytes": full_bytes, "llc_bytes": llc,
                                                "oracle_auc": test.oracle_auc(), "results": results}, indent=2))
