@@ -161,7 +161,6 @@ def main() -> None:
             times.append(seconds)
             if kept is None or max(tried[step_size]) > max(tried[kept[0]]):
                 kept = (step_size, candidate, epoch)
-            del candidate
         lr, model, best_epoch = kept
         epoch_auc, seconds = tried[lr], statistics.median(times)
         row = {"choice": spec, "embedding": choice.describe(), "embedding_bytes": embedding_bytes(model),

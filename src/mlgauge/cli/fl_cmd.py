@@ -317,7 +317,7 @@ def _finite(value: float) -> float | None:
 
 
 def execute_deploy(args) -> int:
-    from mlgauge.federated.flower.deploy import LocalRuns, run_app
+    from mlgauge.federated.flower.deploy import LocalRuns, run_app, run_config
     from mlgauge.federated.flower.measured import client_summary, measured_costs
 
     if args.clients < 1:
@@ -329,8 +329,6 @@ def execute_deploy(args) -> int:
                          hint="Give rounds >= 1, a positive timeout and lr, batch >= 1, lr decay >= 0")  # fmt: skip
     workdir = _flower_workdir(args)
     base = _flower_base(args)
-    run = {"clients-per-round": args.clients_per_round, "local-iterations": args.local_iterations,
-           "target-loss": args.target_loss, "max-rounds": args.rounds, "seed": args.seed}  # fmt: skip
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True, disable=args.json) as bar:  # fmt: skip
         task = bar.add_task("starting Flower", total=args.rounds)
@@ -341,7 +339,9 @@ def execute_deploy(args) -> int:
             bar.update(task, completed=len(trace["rounds"]), description=text)
 
         if args.superlink:
-            trace = run_app(args.superlink, {**base, **run}, workdir, insecure=args.root_certificates is None,
+            config = run_config(base, args.clients_per_round, args.local_iterations, target_loss=args.target_loss,
+                                max_rounds=args.rounds, seed=args.seed)  # fmt: skip
+            trace = run_app(args.superlink, config, workdir, insecure=args.root_certificates is None,
                             root_certificates=args.root_certificates, on_progress=progress, timeout_s=args.timeout)  # fmt: skip
         else:
             bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")

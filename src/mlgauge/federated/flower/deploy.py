@@ -252,6 +252,13 @@ def _read_trace(path: Path) -> dict | None:
         return None
 
 
+def run_config(base: dict, clients_per_round: int, iterations: int, *, target_loss: float, max_rounds: int,
+               seed: int) -> dict:  # fmt: skip
+    """One run's config: the shared ``base`` (data, model, N, optimizer, round timeout) and the plan."""
+    return {**base, "clients-per-round": clients_per_round, "local-iterations": iterations,
+            "target-loss": target_loss, "max-rounds": max_rounds, "seed": seed}  # fmt: skip
+
+
 class LocalRuns:
     """A local SuperLink and N SuperNodes kept up for one or several ``flwr run``s (a deployment, or
     pilots and then a plan).
@@ -277,8 +284,8 @@ class LocalRuns:
         self._federation.__exit__(*exc)
 
     def run(self, clients_per_round: int, iterations: int, *, target_loss: float, max_rounds: int, seed: int) -> dict:
-        config = {**self.base, "clients-per-round": clients_per_round, "local-iterations": iterations,
-                  "target-loss": target_loss, "max-rounds": max_rounds, "seed": seed}  # fmt: skip
+        config = run_config(self.base, clients_per_round, iterations, target_loss=target_loss, max_rounds=max_rounds,
+                            seed=seed)  # fmt: skip
         trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress, timeout_s=self.timeout_s)
         name = f"trace-{len(self.traces) + 1:02d}-K{clients_per_round}-E{iterations}-seed{seed}.json"
         paths.write_text_atomic(self.workdir / name, json.dumps(trace, indent=1))
