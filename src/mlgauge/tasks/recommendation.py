@@ -106,13 +106,13 @@ def make_auc_score(labels: np.ndarray, target: QualityTarget) -> Callable[[dict[
 
 def train(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
           progress: Callable[[float], None] | None = None, *, batch: int = STANDIN_BATCH, lr: float = STANDIN_LR,
-          epochs: int = 1, after_epoch: Callable[[int], None] | None = None):
-    """Adam with one one-cycle schedule over ``epochs`` passes of shuffled impressions; ``after_epoch(e)``
-    runs after pass ``e`` (1-based), e.g. to score the model. MLPerf trains DLRM-v2 one epoch: a second
+          epochs: int = 1, after_epoch: Callable[[int], None] | None = None, seed: int = 0):
+    """Adam with one one-cycle schedule over ``epochs`` passes of shuffled impressions (the order drawn
+    from ``seed``); ``after_epoch(e)`` runs after pass ``e`` (1-based), e.g. to score the model. MLPerf trains DLRM-v2 one epoch: a second
     pass mostly memorizes rare categories, though a compressed table may need it."""  # fmt: skip
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     x_dense, x_sparse = torch.from_numpy(dense), torch.from_numpy(sparse)
     y = torch.from_numpy(labels.astype(np.float32)).unsqueeze(1)
     steps = len(labels) // batch
@@ -122,7 +122,7 @@ def train(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps * epochs, pct_start=0.1)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    shuffle = torch.Generator().manual_seed(0)
+    shuffle = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(labels), generator=shuffle)
         model.train()
