@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first and exactly: 2.13.0 resolves to the local CPU wheel.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[onnx,executorch,litert,federated,test]'
+	$(PY) -m pip install --quiet -e '.[onnx,executorch,litert,federated,simulation,test]'
 	# mlgauge's C++ operators, compiled once here so no run waits for the compiler.
 	$(PY) -m mlgauge.ops || echo "the fused ops will use element-wise PyTorch (see above)"
 	@touch $(STAMP)

@@ -81,6 +81,9 @@ def test_estimate_fits_plans_and_runs_the_plan(capsys):
         (["fl", "simulate", "--data", "mnist", "-K", "1", "-E", "1"], "invalid choice: 'mnist'"),
         (["fl", "simulate", "--clients", "5", "-K", "2", "-E", "2", "--lr-decay", "-1"], "lr decay -1"),
         (["fl", "estimate", "--clients", "3", "--flower", "--round-timeout", "0"], "--round-timeout 0"),
+        (["fl", "estimate", "--clients", "3", "--simulation"], "--simulation without --flower"),
+        (["fl", "deploy", "-K", "2", "-E", "2", "--simulation", "--superlink", "10.0.0.1:9093"], "--simulation with --superlink"),
+        (["fl", "deploy", "-K", "2", "-E", "2", "--simulation", "--client-cpus", "0"], "--client-cpus 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
@@ -88,6 +91,27 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert out == ""
+
+
+def test_a_flower_estimate_that_weighs_energy_stops_before_any_pilot_where_no_meter_reads(capsys, monkeypatch):
+    import mlgauge.energy.choose as choose
+
+    monkeypatch.setattr(choose, "choose_meter", lambda name="auto": (None, "not measured: no RAPL or NVML here"))
+    code, out, err = _run(capsys, ["fl", "estimate", "--clients", "3", "--flower", "--gamma", "0.5"])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "γ = 0.5 weighs energy, but the local SuperNodes could not measure it (no RAPL or NVML here)" in err
+
+
+def test_a_simulation_without_ray_says_which_extra_to_install(capsys, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    workdir = tmp_path / "fl"
+    code, out, err = _run(capsys, ["fl", "deploy", "-K", "2", "-E", "2", "--simulation", "--workdir", str(workdir)])
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "needs Ray, which is not installed here" in err and "mlgauge[simulation]" in err
+    assert not workdir.exists()  # refused before anything was started or written
 
 
 def test_costs_for_another_federation_size_are_refused(capsys, tmp_path):

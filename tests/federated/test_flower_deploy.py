@@ -49,6 +49,58 @@ def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_pat
     assert _processes_with_env(f"FLWR_HOME={tmp_path / 'flwr-home'}") == []  # every Flower process stopped
 
 
+@pytest.mark.integration
+def test_virtual_supernodes_in_flowers_simulation_runtime_run_the_same_apps(tmp_path):
+    pytest.importorskip("ray")
+    with LocalRuns({"num-clients": 6, "round-timeout": 60}, tmp_path, timeout_s=300, client_cpus=1) as runs:
+        trace = runs.run(3, 4, target_loss=0.0, max_rounds=2, seed=0)
+    assert not (tmp_path / "logs" / "supernode-0.log").exists()  # no SuperNode processes: virtual ones
+    assert [r["number"] for r in trace["rounds"]] == [1, 2]
+    for r in trace["rounds"]:
+        partitions = [c["partition"] for c in r["clients"]]
+        assert r["dropped"] == [] and len(r["sampled"]) == 3
+        assert len(set(partitions)) == 3 and set(partitions) <= set(range(6))  # Flower numbers them 0 .. N - 1
+        assert all(c["compute_s"] > 0 and c["examples"] > 0 for c in r["clients"])
+    # The same apps ran: every round's global loss is what FedAvg over the partitions that answered gives.
+    assert [r["loss"] for r in trace["rounds"]] == pytest.approx(_replay(trace), rel=1e-5)
+    assert _processes_with_env(f"FLWR_HOME={tmp_path / 'flwr-home'}") == []  # Ray's workers too
+
+
+def _replay(trace: dict) -> list[float]:
+    """The global loss after each round of ``trace``, recomputed here: each answering partition's E local
+    steps (the ClientApp's minibatch seed) from the global model, averaged by example count."""
+    import numpy as np
+    import torch
+
+    from mlgauge.federated.fedavg import objective
+    from mlgauge.federated.flower.client_app import local_sgd
+    from mlgauge.federated.flower.protocol import federation, model_for
+
+    config = trace["config"]
+    data = federation(config)
+    net = model_for(config, data)
+    params = {name: value.detach().clone() for name, value in net.named_parameters()}
+    e, losses = int(config["local-iterations"]), []
+    for r in trace["rounds"]:
+        total = {name: torch.zeros_like(value) for name, value in params.items()}
+        for client in r["clients"]:
+            net.load_state_dict(params)
+            x, y = data.client(client["partition"])
+            local_sgd(net, torch.from_numpy(x), torch.from_numpy(y), iterations=e, lr=float(config["lr"]),
+                      batch=int(config["batch"]), weight_decay=float(config["weight-decay"]),
+                      rng=np.random.default_rng((int(config["seed"]), r["number"], client["partition"])),
+                      lr_decay=float(config["lr-decay"]), first_step=(r["number"] - 1) * e)  # fmt: skip
+            for name, value in net.named_parameters():
+                total[name] += client["examples"] * value.detach()
+        examples = sum(client["examples"] for client in r["clients"])
+        params = {name: value / examples for name, value in total.items()}
+        net.load_state_dict(params)
+        x, y = torch.from_numpy(data.features), torch.from_numpy(data.labels)
+        with torch.no_grad():
+            losses.append(float(objective(net, dict(net.named_parameters()), x, y, float(config["weight-decay"]))))
+    return losses
+
+
 def _processes_with_env(entry: str) -> list[int]:
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):

@@ -61,6 +61,7 @@ def register(sub) -> None:
     estimate.add_argument("--flower", action="store_true",
                           help="run the pilots (and --run) on Flower: a local SuperLink and N SuperNodes; the "
                                "clients' costs are then what they measured, not --costs")  # fmt: skip
+    _simulation_args(estimate, "with --flower: ")
     estimate.add_argument("--round-timeout", type=float, default=120.0, help="with --flower (default 120 s)")
     estimate.add_argument("--workdir", type=Path, help="with --flower: Flower's logs and the runs' traces")
     estimate.set_defaults(handler=execute_estimate)
@@ -79,11 +80,35 @@ def register(sub) -> None:
     deploy.add_argument("--superlink", metavar="HOST:PORT",
                         help="run on this SuperLink and its SuperNodes instead of starting them here")
     deploy.add_argument("--root-certificates", type=Path, help="the SuperLink's CA certificate (default: insecure)")
+    _simulation_args(deploy, "")
     deploy.add_argument("--seed", type=int, default=0)
     deploy.add_argument("--workdir", type=Path, help="Flower's logs, state and the run's trace (default: a new folder)")
     deploy.add_argument("--timeout", type=float, help="give up after this many seconds")
     deploy.add_argument("--json", action="store_true")
     deploy.set_defaults(handler=execute_deploy)
+
+
+def _simulation_args(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument("--simulation", action="store_true",
+                   help=f"{prefix}the N SuperNodes are virtual, in Flower's Simulation Runtime (Ray): one process "
+                        "for the whole federation instead of one per client (needs mlgauge[simulation])")  # fmt: skip
+    p.add_argument("--client-cpus", type=int, default=1,
+                   help="with --simulation: Ray CPUs per ClientApp, so at most CPUs / this train at once (default 1)")
+
+
+def _check_simulation(args) -> int | None:
+    """The CPUs per virtual ClientApp with --simulation, else None."""
+    if not args.simulation:
+        return None
+    if args.client_cpus < 1:
+        raise UsageError(f"--client-cpus {args.client_cpus}", hint="Give at least 1 CPU per ClientApp")
+    if getattr(args, "superlink", None):
+        raise UsageError("--simulation with --superlink: a simulation runs on a SuperLink started here",
+                         hint="Drop --superlink to simulate here, or --simulation to run on that SuperLink's nodes")  # fmt: skip
+    from mlgauge.federated.flower.deploy import check_simulation_runtime
+
+    check_simulation_runtime()
+    return args.client_cpus
 
 
 def _federation_args(p: argparse.ArgumentParser, *, data: bool = True) -> None:
@@ -238,9 +263,14 @@ def execute_estimate(args) -> int:
         raise UsageError(f"--seeds {args.seeds}, --pilot-rounds {args.pilot_rounds}", hint="Both must be >= 1")
     if args.flower and args.round_timeout <= 0:
         raise UsageError(f"--round-timeout {args.round_timeout}", hint="Give a positive number of seconds")
+    if args.simulation and not args.flower:
+        raise UsageError("--simulation without --flower: the built-in simulator needs no Flower",
+                         hint="Add --flower to run the pilots in Flower's Simulation Runtime")  # fmt: skip
     if args.flower and args.costs is not None:
         raise UsageError("--costs with --flower: on Flower the clients' costs are what they measure",
                          hint="Drop --costs, or drop --flower to plan for the given costs")  # fmt: skip
+    if args.flower and gamma > 0:
+        _check_local_meter(gamma)
     # On Flower the simulator only gives F*: the deployment's loss is the same objective on the same data.
     sim = _simulator(args, _costs(args))
     optimum = sim.optimum()
@@ -283,7 +313,7 @@ def execute_estimate(args) -> int:
     if args.json:
         print_json(payload)
         return 0
-    where = f"Flower ({args.clients} local SuperNodes)" if deployment else sim.data.name
+    where = ("Flower's Simulation Runtime" if args.simulation else "Flower, local SuperNodes") if deployment else sim.data.name
     pilots = Table(title=f"Pilot runs to F* + {fitted.gap:g} on {where} ({args.clients} clients)")
     for column in ("K", "E", "rounds", "model's rounds", "reached", "time", "energy"):
         pilots.add_column(column, justify="right")
@@ -301,6 +331,18 @@ def execute_estimate(args) -> int:
     if measured is not None:
         _print_trace(measured, gamma, optimum, where)
     return 0
+
+
+def _check_local_meter(gamma: float) -> None:
+    """Before any pilot runs: local SuperNodes measure energy with this machine's meter, if any reads."""
+    from mlgauge.energy.choose import choose_meter
+
+    meter, why = choose_meter("auto")
+    if meter is None:
+        raise UsageError(f"γ = {gamma:g} weighs energy, but the local SuperNodes could not measure it "
+                         f"({why.removeprefix('not measured: ')})",
+                         hint="Plan time only (--gamma 0), or run where a RAPL or NVML meter reads")  # fmt: skip
+    meter.stop()
 
 
 def _number(value: float, unit: str = "") -> str:
@@ -327,6 +369,7 @@ def execute_deploy(args) -> int:
         raise UsageError(f"--rounds {args.rounds}, --round-timeout {args.round_timeout}, --lr {args.lr}, "
                          f"--batch {args.batch}, --lr-decay {args.lr_decay}",
                          hint="Give rounds >= 1, a positive timeout and lr, batch >= 1, lr decay >= 0")  # fmt: skip
+    client_cpus = _check_simulation(args)
     workdir = _flower_workdir(args)
     base = _flower_base(args)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -344,8 +387,8 @@ def execute_deploy(args) -> int:
             trace = run_app(args.superlink, config, workdir, insecure=args.root_certificates is None,
                             root_certificates=args.root_certificates, on_progress=progress, timeout_s=args.timeout)  # fmt: skip
         else:
-            bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
-            with LocalRuns(base, workdir, on_progress=progress, timeout_s=args.timeout) as local:
+            bar.update(task, description=_starting(args))
+            with LocalRuns(base, workdir, on_progress=progress, timeout_s=args.timeout, client_cpus=client_cpus) as local:
                 trace = local.run(args.clients_per_round, args.local_iterations, target_loss=args.target_loss,
                                   max_rounds=args.rounds, seed=args.seed)  # fmt: skip
     summary = client_summary(trace)
@@ -354,14 +397,15 @@ def execute_deploy(args) -> int:
     if args.json:
         print_json({"workdir": str(workdir), "trace": trace, "clients": summary, "costs": str(costs_path)})
         return 0
-    _print_deployment(trace, summary, workdir)
+    _print_deployment(trace, summary, workdir, virtual=client_cpus is not None)
     console.print(f"measured costs for 'mlgauge fl plan --costs': {costs_path}")
     return 0
 
 
-def _print_deployment(trace: dict, summary: list[dict], workdir: Path) -> None:
+def _print_deployment(trace: dict, summary: list[dict], workdir: Path, *, virtual: bool) -> None:
     config = trace["config"]
-    rounds = Table(title=f"FedAvg on Flower: {config['num-clients']} SuperNodes, K = {config['clients-per-round']}, "
+    nodes = "virtual SuperNodes (Simulation Runtime)" if virtual else "SuperNodes"
+    rounds = Table(title=f"FedAvg on Flower: {config['num-clients']} {nodes}, K = {config['clients-per-round']}, "
                          f"E = {config['local-iterations']}")  # fmt: skip
     for column in ("round", "loss", "seconds", "answered", "dropped"):
         rounds.add_column(column, justify="right")
@@ -380,6 +424,9 @@ def _print_deployment(trace: dict, summary: list[dict], workdir: Path) -> None:
         joules = "not measured" if c["compute_j_per_iteration"] is None else f"{c['compute_j_per_iteration']:.3g}"
         clients.add_row(str(c["partition"]), str(c["rounds"]), f"{c['compute_s_per_iteration']:.4f}", f"{c['comm_s']:.2f}", joules)
     console.print(clients)
+    if virtual:
+        console.print("virtual SuperNodes share this machine: their communication is the Simulation Runtime's "
+                      "scheduling (in the first round, Ray starting), not a network's")  # fmt: skip
     console.print(f"logs and trace: {workdir}")
 
 
@@ -387,6 +434,7 @@ def _local_runs(args, bar: Progress, task):
     """A local Flower federation for ``fl estimate --flower``, its progress on ``bar``."""
     from mlgauge.federated.flower.deploy import LocalRuns
 
+    client_cpus = _check_simulation(args)
     workdir = _flower_workdir(args)
 
     def progress(trace: dict) -> None:
@@ -395,8 +443,14 @@ def _local_runs(args, bar: Progress, task):
             bar.update(task, description=f"K={config['clients-per-round']} E={config['local-iterations']}: "
                                          f"round {last['number']}, loss {last['loss']:.4f}")  # fmt: skip
 
-    bar.update(task, description=f"starting a SuperLink and {args.clients} SuperNodes")
-    return LocalRuns(_flower_base(args), workdir, on_progress=progress)
+    bar.update(task, description=_starting(args))
+    return LocalRuns(_flower_base(args), workdir, on_progress=progress, client_cpus=client_cpus)
+
+
+def _starting(args) -> str:
+    if args.simulation:
+        return f"starting a SuperLink and Flower's Simulation Runtime ({args.clients} virtual SuperNodes)"
+    return f"starting a SuperLink and {args.clients} SuperNodes"
 
 
 def _flower_base(args) -> dict:

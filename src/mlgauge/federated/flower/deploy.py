@@ -1,5 +1,6 @@
-"""Run the planned FedAvg app on Flower: a SuperLink and N SuperNodes on this machine, or a SuperLink
-that is already running elsewhere, driven by Flower's own ``flwr run``.
+"""Run the planned FedAvg app on Flower: a SuperLink and N SuperNodes on this machine, N virtual
+SuperNodes in Flower's Simulation Runtime (Ray) behind a local SuperLink, or a SuperLink that is
+already running elsewhere, driven by Flower's own ``flwr run``.
 
 Locally, every process is Flower's own executable from this environment (``flower-superlink``,
 ``flower-supernode``), each node told its partition through ``--node-config``. Flower's home (app
@@ -11,6 +12,7 @@ are stopped when the run ends, however it ends.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -141,6 +143,25 @@ class _Processes:
                     break
                 time.sleep(0.05)
         self.running.clear()
+        # Some leave the groups (Ray's own processes start sessions of their own) but keep the
+        # environment: this deployment's FLWR_HOME finds them.
+        marker = f"FLWR_HOME={self.env['FLWR_HOME']}".encode()
+        deadline = time.monotonic() + 5.0
+        while (left := _with_environment(marker)) and time.monotonic() < deadline:
+            for pid in left:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+
+def _with_environment(entry: bytes) -> list[int]:
+    """Processes whose environment holds ``entry`` (Linux's /proc; elsewhere none are found)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        with suppress(OSError):  # gone, or not ours
+            if entry in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+    return found
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -178,9 +199,19 @@ def _write_connection(home: Path, address: str, insecure: bool, root_certificate
     (home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
+def check_simulation_runtime() -> None:
+    """Flower's Simulation Runtime runs the ClientApps on Ray, which ``flwr`` does not install itself."""
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError("Flower's Simulation Runtime needs Ray, which is not installed here",
+                         hint="Install the simulation extra: pip install 'mlgauge[simulation]' (Linux or macOS)")  # fmt: skip
+
+
 @contextmanager
-def local_federation(nodes: list[Node], workdir: Path) -> Iterator[str]:
-    """A SuperLink and one SuperNode per ``nodes`` entry on 127.0.0.1; yields the SuperLink's address."""
+def local_federation(nodes: list[Node], workdir: Path, *, simulation: bool = False) -> Iterator[str]:
+    """A SuperLink and one SuperNode per ``nodes`` entry on 127.0.0.1, or (``simulation``) a SuperLink
+    whose runs execute in Flower's Simulation Runtime, the SuperNodes virtual; yields its address."""
+    if simulation:
+        check_simulation_runtime()
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     home = workdir / "flwr-home"
@@ -189,9 +220,10 @@ def local_federation(nodes: list[Node], workdir: Path) -> Iterator[str]:
         port = free_port()
         processes.start("superlink", [_bin("flower-superlink"), "--insecure", "--port", str(port),
                                       "--disable-runtime-dependency-installation",
-                                      "--database", str(workdir / "superlink.db")])  # fmt: skip
+                                      "--database", str(workdir / "superlink.db")]
+                                     + (["--simulation"] if simulation else []))  # fmt: skip
         _wait_for_port(port, processes)
-        for node in nodes:
+        for node in [] if simulation else nodes:
             config = {"partition-id": node.partition, "num-partitions": len(nodes), **node.extra_config}
             processes.start(f"supernode-{node.partition}", [
                 _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
@@ -203,10 +235,13 @@ def local_federation(nodes: list[Node], workdir: Path) -> Iterator[str]:
 
 
 def run_app(address: str, config: dict, workdir: Path, *, insecure: bool = True, root_certificates: Path | None = None,
-            on_progress: Callable[[dict], None] | None = None, timeout_s: float | None = None) -> dict:  # fmt: skip
+            on_progress: Callable[[dict], None] | None = None, timeout_s: float | None = None,
+            simulation: dict | None = None) -> dict:  # fmt: skip
     """``flwr run`` the app on the SuperLink at ``address`` with ``config``; the trace the ServerApp wrote.
 
     ``on_progress`` gets the trace so far each time it grows (the ServerApp rewrites it every round).
+    ``simulation``: the federation config of a SuperLink started with ``--simulation``, e.g.
+    ``{"num-supernodes": 20, "client-resources-num-cpus": 1}``.
     """
     home = workdir / "flwr-home"
     _write_connection(home, address, insecure, root_certificates)
@@ -215,6 +250,8 @@ def run_app(address: str, config: dict, workdir: Path, *, insecure: bool = True,
     app = write_app(workdir / "app")
     argv = [_bin("flwr"), "run", str(app), _CONNECTION, "--stream",
             "--run-config", run_config_text({**config, "output": str(output)})]  # fmt: skip
+    if simulation:
+        argv += ["--federation-config", " ".join(f"{key}={_toml_value(value)}" for key, value in simulation.items())]
     log_path = workdir / "logs" / "flwr-run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
@@ -265,18 +302,25 @@ class LocalRuns:
 
     ``run`` returns each run's trace and keeps a copy in the work folder; ``base`` is the run config
     every run shares (data, model, N, optimizer, round timeout). ``nodes`` defaults to one plain
-    SuperNode per partition; ``timeout_s`` bounds each run."""
+    SuperNode per partition; ``timeout_s`` bounds each run. With ``client_cpus`` the N SuperNodes are
+    virtual, in Flower's Simulation Runtime, each ClientApp given that many of Ray's CPUs: one process
+    for the whole federation instead of one per client, for N beyond what a machine can start."""
 
     def __init__(self, base: dict, workdir: Path, on_progress: Callable[[dict], None] | None = None, *,
-                 nodes: list[Node] | None = None, timeout_s: float | None = None) -> None:  # fmt: skip
+                 nodes: list[Node] | None = None, timeout_s: float | None = None,
+                 client_cpus: int | None = None) -> None:  # fmt: skip
         self.base, self.workdir, self.on_progress = dict(base), workdir, on_progress
         self.nodes = nodes if nodes is not None else [Node(i) for i in range(int(self.base["num-clients"]))]
         self.timeout_s = timeout_s
+        if client_cpus is not None and any(node.extra_config for node in self.nodes):
+            raise ValueError("virtual SuperNodes take no node config beyond their partition")
+        self.simulation = None if client_cpus is None else {"num-supernodes": len(self.nodes),
+                                                            "client-resources-num-cpus": client_cpus}  # fmt: skip
         self.traces: list[dict] = []
         self._federation = None
 
     def __enter__(self) -> LocalRuns:
-        self._federation = local_federation(self.nodes, self.workdir)
+        self._federation = local_federation(self.nodes, self.workdir, simulation=self.simulation is not None)
         self.address = self._federation.__enter__()
         return self
 
@@ -286,7 +330,8 @@ class LocalRuns:
     def run(self, clients_per_round: int, iterations: int, *, target_loss: float, max_rounds: int, seed: int) -> dict:
         config = run_config(self.base, clients_per_round, iterations, target_loss=target_loss, max_rounds=max_rounds,
                             seed=seed)  # fmt: skip
-        trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress, timeout_s=self.timeout_s)
+        trace = run_app(self.address, config, self.workdir, on_progress=self.on_progress, timeout_s=self.timeout_s,
+                        simulation=self.simulation)  # fmt: skip
         name = f"trace-{len(self.traces) + 1:02d}-K{clients_per_round}-E{iterations}-seed{seed}.json"
         paths.write_text_atomic(self.workdir / name, json.dumps(trace, indent=1))
         self.traces.append(trace)
