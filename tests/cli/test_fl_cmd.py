@@ -93,6 +93,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
     assert out == ""
 
 
+def test_the_plans_run_stops_at_ten_times_its_predicted_rounds_and_says_so(capsys, monkeypatch):
+    import mlgauge.cli.fl_cmd as fl_cmd
+
+    assert (fl_cmd._run_limit(3.2), fl_cmd._run_limit(31.5)) == (100, 315)
+    monkeypatch.setattr(fl_cmd, "_run_limit", lambda predicted: 2)  # far too few for any plan here
+    argv = ["fl", "estimate", "--clients", "10", "--epsilon", "0.3", "--seeds", "1", "--run"]
+    code, out, _ = _run(capsys, [*argv, "--json"])
+    run = json.loads(out)["run"]
+    assert code == 1 and run["reached"] is False and run["rounds"] == run["max_rounds"] == 2
+    code, out, _ = _run(capsys, argv)
+    assert code == 1 and "the plan did not reach F* + 0.3 within 2 rounds" in " ".join(out.split())
+
+
 def test_a_flower_estimate_that_weighs_energy_stops_before_any_pilot_where_no_meter_reads(capsys, monkeypatch):
     import mlgauge.energy.choose as choose
 

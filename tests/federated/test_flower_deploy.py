@@ -66,6 +66,39 @@ def test_virtual_supernodes_in_flowers_simulation_runtime_run_the_same_apps(tmp_
     assert _processes_with_env(f"FLWR_HOME={tmp_path / 'flwr-home'}") == []  # Ray's workers too
 
 
+@pytest.mark.integration
+def test_sigterm_ends_a_deployment_and_every_process_it_started(tmp_path):
+    pytest.importorskip("ray")
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    workdir = tmp_path / "fl"
+    argv = [str(Path(sys.executable).parent / "mlgauge"), "fl", "deploy", "--simulation", "--clients", "4", "-K", "2",
+            "-E", "2", "--rounds", "100000", "--workdir", str(workdir), "--json"]  # fmt: skip
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not _rounds(workdir / "trace.json") and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert process.poll() is None and _rounds(workdir / "trace.json"), process.communicate()
+    process.send_signal(signal.SIGTERM)  # as a job scheduler or `timeout` ends a run
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and err.strip().splitlines()[-1] == "error: terminated", err
+    assert _processes_with_env(f"FLWR_HOME={workdir / 'flwr-home'}") == []
+    assert json.loads((workdir / "trace.json").read_text())["rounds"]  # the rounds it finished are kept
+
+
+def _rounds(path: Path) -> int:
+    import json
+
+    try:
+        return len(json.loads(path.read_text())["rounds"])
+    except (OSError, ValueError):
+        return 0
+
+
 def _replay(trace: dict) -> list[float]:
     """The global loss after each round of ``trace``, recomputed here: each answering partition's E local
     steps (the ClientApp's minibatch seed) from the global model, averaged by example count."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from mlgauge import paths
 from mlgauge.errors import RunError, UsageError
 from mlgauge.federated.flower.protocol import RUN_CONFIG
+from mlgauge.interrupts import terminate_as_interrupt
 
 _APP_NAME = "mlgauge-fedavg"
 _CONNECTION = "mlgauge"
@@ -209,29 +210,31 @@ def check_simulation_runtime() -> None:
 @contextmanager
 def local_federation(nodes: list[Node], workdir: Path, *, simulation: bool = False) -> Iterator[str]:
     """A SuperLink and one SuperNode per ``nodes`` entry on 127.0.0.1, or (``simulation``) a SuperLink
-    whose runs execute in Flower's Simulation Runtime, the SuperNodes virtual; yields its address."""
+    whose runs execute in Flower's Simulation Runtime, the SuperNodes virtual; yields its address.
+    Every process is stopped on the way out, after an error, Ctrl-C or SIGTERM alike."""
     if simulation:
         check_simulation_runtime()
     logs = workdir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     home = workdir / "flwr-home"
     processes = _Processes(logs, _flower_env(home))
-    try:
-        port = free_port()
-        processes.start("superlink", [_bin("flower-superlink"), "--insecure", "--port", str(port),
-                                      "--disable-runtime-dependency-installation",
-                                      "--database", str(workdir / "superlink.db")]
-                                     + (["--simulation"] if simulation else []))  # fmt: skip
-        _wait_for_port(port, processes)
-        for node in [] if simulation else nodes:
-            config = {"partition-id": node.partition, "num-partitions": len(nodes), **node.extra_config}
-            processes.start(f"supernode-{node.partition}", [
-                _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                "--port", str(free_port()), "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())])  # fmt: skip
-        yield f"127.0.0.1:{port}"
-        processes.check_alive()
-    finally:
-        processes.stop_all()
+    with terminate_as_interrupt():
+        try:
+            port = free_port()
+            processes.start("superlink", [_bin("flower-superlink"), "--insecure", "--port", str(port),
+                                          "--disable-runtime-dependency-installation",
+                                          "--database", str(workdir / "superlink.db")]
+                                         + (["--simulation"] if simulation else []))  # fmt: skip
+            _wait_for_port(port, processes)
+            for node in [] if simulation else nodes:
+                config = {"partition-id": node.partition, "num-partitions": len(nodes), **node.extra_config}
+                processes.start(f"supernode-{node.partition}", [
+                    _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+                    "--port", str(free_port()), "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())])  # fmt: skip
+            yield f"127.0.0.1:{port}"
+            processes.check_alive()
+        finally:
+            processes.stop_all()
 
 
 def run_app(address: str, config: dict, workdir: Path, *, insecure: bool = True, root_certificates: Path | None = None,
@@ -254,7 +257,7 @@ def run_app(address: str, config: dict, workdir: Path, *, insecure: bool = True,
         argv += ["--federation-config", " ".join(f"{key}={_toml_value(value)}" for key, value in simulation.items())]
     log_path = workdir / "logs" / "flwr-run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
+    with open(log_path, "wb") as log, terminate_as_interrupt():
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=_flower_env(home), start_new_session=True)  # fmt: skip
         started, seen = time.monotonic(), -1
