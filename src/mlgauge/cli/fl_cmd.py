@@ -61,7 +61,8 @@ def register(sub) -> None:
     estimate.add_argument("--flower", action="store_true",
                           help="run the pilots (and --run) on Flower: a local SuperLink and N SuperNodes; the "
                                "clients' costs are then what they measured, not --costs")  # fmt: skip
-    _simulation_args(estimate, "with --flower: ")
+    _simulation_args(estimate, f"with --flower: {_VIRTUAL}; their rounds are costed with --costs (or drawn "
+                               "costs), as on the built-in simulator")  # fmt: skip
     estimate.add_argument("--round-timeout", type=float, default=120.0, help="with --flower (default 120 s)")
     estimate.add_argument("--workdir", type=Path, help="with --flower: Flower's logs and the runs' traces")
     estimate.set_defaults(handler=execute_estimate)
@@ -80,7 +81,7 @@ def register(sub) -> None:
     deploy.add_argument("--superlink", metavar="HOST:PORT",
                         help="run on this SuperLink and its SuperNodes instead of starting them here")
     deploy.add_argument("--root-certificates", type=Path, help="the SuperLink's CA certificate (default: insecure)")
-    _simulation_args(deploy, "")
+    _simulation_args(deploy, _VIRTUAL)
     deploy.add_argument("--seed", type=int, default=0)
     deploy.add_argument("--workdir", type=Path, help="Flower's logs, state and the run's trace (default: a new folder)")
     deploy.add_argument("--timeout", type=float, help="give up after this many seconds")
@@ -88,10 +89,12 @@ def register(sub) -> None:
     deploy.set_defaults(handler=execute_deploy)
 
 
-def _simulation_args(p: argparse.ArgumentParser, prefix: str) -> None:
-    p.add_argument("--simulation", action="store_true",
-                   help=f"{prefix}the N SuperNodes are virtual, in Flower's Simulation Runtime (Ray): one process "
-                        "for the whole federation instead of one per client (needs mlgauge[simulation])")  # fmt: skip
+_VIRTUAL = ("the N SuperNodes are virtual, in Flower's Simulation Runtime (Ray): one process for the whole "
+            "federation instead of one per client (needs mlgauge[simulation])")
+
+
+def _simulation_args(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--simulation", action="store_true", help=help_text)
     p.add_argument("--client-cpus", type=int, default=1,
                    help="with --simulation: Ray CPUs per ClientApp, so at most CPUs / this train at once (default 1)")
 
@@ -266,10 +269,14 @@ def execute_estimate(args) -> int:
     if args.simulation and not args.flower:
         raise UsageError("--simulation without --flower: the built-in simulator needs no Flower",
                          hint="Add --flower to run the pilots in Flower's Simulation Runtime")  # fmt: skip
-    if args.flower and args.costs is not None:
+    # Real SuperNodes measure their own costs; virtual ones share this machine, so with --simulation
+    # the rounds come from Flower and their costs from the cost model, as on the built-in simulator.
+    measuring = args.flower and not args.simulation
+    if measuring and args.costs is not None:
         raise UsageError("--costs with --flower: on Flower the clients' costs are what they measure",
-                         hint="Drop --costs, or drop --flower to plan for the given costs")  # fmt: skip
-    if args.flower and gamma > 0:
+                         hint="Drop --costs, add --simulation to cost Flower's rounds with them, "
+                              "or drop --flower to plan for the given costs")  # fmt: skip
+    if measuring and gamma > 0:
         _check_local_meter(gamma)
     # On Flower the simulator only gives F*: the deployment's loss is the same objective on the same data.
     sim = _simulator(args, _costs(args))
@@ -284,20 +291,23 @@ def execute_estimate(args) -> int:
         def pilot(k: int, e: int, target: float, rounds: int, seed: int):
             bar.update(task, description=f"pilot K={k} E={e} seed {seed}")
             if deployment is not None:
-                return as_trace(deployment.run(k, e, target_loss=target, max_rounds=rounds, seed=seed))
+                return on_flower(deployment.run(k, e, target_loss=target, max_rounds=rounds, seed=seed))
             return sim.run(k, e, target=target, max_rounds=rounds, seed=seed)
+
+        def on_flower(trace: dict):
+            return as_trace(trace) if measuring else as_trace(trace).costed(sim.costs)
 
         fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon,
                           seeds=range(args.seeds), max_rounds=args.pilot_rounds)  # fmt: skip
         costs = sim.costs
-        if deployment is not None:
+        if measuring:
             costs = ClientCosts.from_dict(measured_costs(deployment.traces), time_only=gamma == 0)
         chosen = plan(costs, fitted.bound, gamma=gamma, epsilon=args.epsilon, max_iterations=args.max_iterations)
         measured, limit = None, _run_limit(chosen.rounds)
         if args.run and deployment is not None:
             bar.update(task, description=f"plan K={chosen.clients} E={chosen.iterations}")
-            measured = as_trace(deployment.run(chosen.clients, chosen.iterations, target_loss=optimum + args.epsilon,
-                                               max_rounds=limit, seed=0))  # fmt: skip
+            measured = on_flower(deployment.run(chosen.clients, chosen.iterations, target_loss=optimum + args.epsilon,
+                                                max_rounds=limit, seed=0))  # fmt: skip
     if args.run and deployment is None:
         measured = _run_with_progress(sim, chosen.clients, chosen.iterations, target=optimum + args.epsilon,
                                       max_rounds=limit, seed=0, label=f"plan K={chosen.clients} E={chosen.iterations}",
@@ -305,7 +315,7 @@ def execute_estimate(args) -> int:
     payload = {"data": sim.data.name, "model": args.model, "optimum": optimum, "estimate": fitted.to_dict(),
                "pilot_cost": {"time_s": fitted.spent(0.0), "energy_j": _finite(fitted.spent(1.0)),
                               "cost": _finite(fitted.spent(gamma))},
-               "costs": "measured on Flower" if deployment else ("given" if args.costs else "drawn"),
+               "costs": "measured on Flower" if measuring else ("given" if args.costs else "drawn"),
                "client_costs": costs.to_dict(), "plan": chosen.to_dict(),
                "run": {**_trace_summary(measured, gamma), "max_rounds": limit} if measured else None,
                "workdir": str(deployment.workdir) if deployment else None,
@@ -325,10 +335,13 @@ def execute_estimate(args) -> int:
     b = fitted.bound
     console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g} (misfit {fitted.residual:.0%}); "
                   f"the pilots cost {fitted.spent(0.0):,.1f} s and {_joules(fitted.spent(1.0))}")  # fmt: skip
-    if deployment is not None:
+    if measuring:
         console.print(f"client costs as measured by the SuperNodes{'' if gamma > 0 else ' (time only)'}; "
                       f"traces and logs: {deployment.workdir}")  # fmt: skip
-    console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}", energy_known=deployment is None))
+    elif deployment is not None:
+        console.print(f"rounds from Flower's Simulation Runtime, costed with the {payload['costs']} client costs; "
+                      f"traces and logs: {deployment.workdir}")  # fmt: skip
+    console.print(_plan_table(chosen, f"Plan: γ = {gamma:g}, ε = {args.epsilon:g}", energy_known=not measuring))
     if measured is not None:
         _print_trace(measured, gamma, optimum, where)
         if not measured.reached:

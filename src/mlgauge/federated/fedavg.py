@@ -15,7 +15,7 @@ is computed centrally (L-BFGS), so a target can be a gap ε = F - F*.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -63,12 +63,18 @@ class Trace:
         time = (1.0 - gamma) * self.time_s if gamma < 1 else 0.0
         return time + gamma * self.energy_j if gamma > 0 else time
 
-    def recost(self, costs: ClientCosts) -> tuple[float, float]:
-        """(seconds, joules) the same rounds would take on clients with other ``costs``: which clients
-        were sampled and how many rounds the loss needed do not depend on what the clients cost."""
+    def costed(self, costs: ClientCosts) -> Trace:
+        """The same rounds on clients with other ``costs``: which clients were sampled and how many
+        rounds the loss needed do not depend on what the clients cost."""
         e = self.iterations
-        return (float(sum(costs.round_time(r.clients, e) for r in self.rounds)),
-                float(sum(costs.round_energy(r.clients, e) for r in self.rounds)))  # fmt: skip
+        rounds = [replace(r, time_s=costs.round_time(r.clients, e), energy_j=costs.round_energy(r.clients, e))
+                  for r in self.rounds]  # fmt: skip
+        return replace(self, rounds=rounds)
+
+    def recost(self, costs: ClientCosts) -> tuple[float, float]:
+        """(seconds, joules) the same rounds would take on clients with other ``costs``."""
+        again = self.costed(costs)
+        return again.time_s, again.energy_j
 
     def to_dict(self) -> dict:
         return {"clients_per_round": self.clients_per_round, "iterations": self.iterations, "target": self.target,
