@@ -50,10 +50,17 @@ def test_three_supernodes_train_and_a_dropout_leaves_a_round_of_the_rest(tmp_pat
 
 
 @pytest.mark.integration
-def test_virtual_supernodes_in_flowers_simulation_runtime_run_the_same_apps(tmp_path):
+def test_virtual_supernodes_in_flowers_simulation_runtime_run_the_same_apps(tmp_path, capsys):
     pytest.importorskip("ray")
-    with LocalRuns({"num-clients": 6, "round-timeout": 60}, tmp_path, timeout_s=300, client_cpus=1) as runs:
-        trace = runs.run(3, 4, target_loss=0.0, max_rounds=2, seed=0)
+    import json
+
+    from mlgauge.cli import main
+
+    code = main(["fl", "deploy", "--simulation", "--clients", "6", "-K", "3", "-E", "4", "--rounds", "2",
+                 "--round-timeout", "60", "--workdir", str(tmp_path), "--json"])  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["costs"] is None and not (tmp_path / "client_costs.json").exists()  # no device's
+    trace = result["trace"]
     assert not (tmp_path / "logs" / "supernode-0.log").exists()  # no SuperNode processes: virtual ones
     assert [r["number"] for r in trace["rounds"]] == [1, 2]
     for r in trace["rounds"]:

@@ -416,13 +416,17 @@ def execute_deploy(args) -> int:
                 trace = local.run(args.clients_per_round, args.local_iterations, target_loss=args.target_loss,
                                   max_rounds=args.rounds, seed=args.seed)  # fmt: skip
     summary = client_summary(trace)
-    costs_path = workdir / "client_costs.json"
-    paths.write_text_atomic(costs_path, json.dumps(measured_costs(trace), indent=1) + "\n")
+    virtual = client_cpus is not None
+    costs_path = None if virtual else workdir / "client_costs.json"  # virtual nodes' timings are not devices'
+    if costs_path is not None:
+        paths.write_text_atomic(costs_path, json.dumps(measured_costs(trace), indent=1) + "\n")
     if args.json:
-        print_json({"workdir": str(workdir), "trace": trace, "clients": summary, "costs": str(costs_path)})
+        print_json({"workdir": str(workdir), "trace": trace, "clients": summary,
+                    "costs": str(costs_path) if costs_path else None})  # fmt: skip
         return 0
-    _print_deployment(trace, summary, workdir, virtual=client_cpus is not None)
-    console.print(f"measured costs for 'mlgauge fl plan --costs': {costs_path}")
+    _print_deployment(trace, summary, workdir, virtual=virtual)
+    if costs_path is not None:
+        console.print(f"measured costs for 'mlgauge fl plan --costs': {costs_path}")
     return 0
 
 
@@ -450,7 +454,8 @@ def _print_deployment(trace: dict, summary: list[dict], workdir: Path, *, virtua
     console.print(clients)
     if virtual:
         console.print("virtual SuperNodes share this machine: their communication is the Simulation Runtime's "
-                      "scheduling (in the first round, Ray starting), not a network's")  # fmt: skip
+                      "scheduling (in the first round, Ray starting), not a network's, so no costs file is "
+                      "written for 'mlgauge fl plan'")  # fmt: skip
     console.print(f"logs and trace: {workdir}")
 
 
