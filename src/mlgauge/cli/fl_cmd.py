@@ -60,7 +60,7 @@ def register(sub) -> None:
     estimate.add_argument("--run", action="store_true", help="then run the plan to the target and report its cost")
     estimate.add_argument("--flower", action="store_true",
                           help="run the pilots (and --run) on Flower: a local SuperLink and N SuperNodes; the "
-                               "clients' costs are then what they measured, not --costs")  # fmt: skip
+                               "clients' costs are then what they measured, not --costs (unless --simulation)")  # fmt: skip
     _simulation_args(estimate, f"with --flower: {_VIRTUAL}; their rounds are costed with --costs (or drawn "
                                "costs), as on the built-in simulator")  # fmt: skip
     estimate.add_argument("--round-timeout", type=float, default=120.0, help="with --flower (default 120 s)")
