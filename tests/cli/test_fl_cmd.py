@@ -149,25 +149,6 @@ def test_a_deployments_costs_without_energy_plan_time_only(capsys, tmp_path):
     assert "Traceback" not in err
 
 
-@pytest.mark.integration
-def test_estimate_in_flowers_simulation_runtime_costs_its_rounds_with_the_given_costs(capsys, tmp_path):
-    pytest.importorskip("ray")
-    path = tmp_path / "costs.json"  # every client alike: a round's cost is known from K and E alone
-    path.write_text(json.dumps({"compute_s": [0.1] * 4, "comm_s": [2.0] * 4, "compute_j": [1e-3] * 4, "comm_j": [2e-2] * 4}))
-    code, out, err = _run(capsys, ["fl", "estimate", "--flower", "--simulation", "--clients", "4", "--costs", str(path),
-                                   "--epsilon", "0.6", "--seeds", "1", "--workdir", str(tmp_path / "fl"),
-                                   "--json"])  # fmt: skip
-    assert code == 0, err
-    result = json.loads(out)
-    assert result["costs"] == "given" and result["client_costs"]["comm_s"] == [2.0] * 4
-    runs = result["estimate"]["pilots"]
-    for run in runs:
-        k, e, rounds = run["clients"], run["iterations"], run["rounds"]
-        assert run["time_s"] == pytest.approx(rounds * (0.1 * e + 2.0))
-        assert run["energy_j"] == pytest.approx(rounds * k * (1e-3 * e + 2e-2))
-    assert len(list((tmp_path / "fl").glob("trace-*.json"))) == len(runs)  # every run was Flower's
-
-
 def test_estimate_on_flower_measures_its_own_costs(capsys, tmp_path):
     path = tmp_path / "costs.json"
     path.write_text(json.dumps(draw_client_costs(3).to_dict()))

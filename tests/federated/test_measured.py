@@ -66,3 +66,11 @@ def test_a_deployment_reads_as_a_simulator_trace_for_the_estimator():
     # Round 1 had an unmetered client, so the run's energy is unknown, yet its time cost is not.
     assert math.isnan(trace.energy_j) and trace.rounds[1].energy_j == pytest.approx(0.9)
     assert trace.cost(0.0) == pytest.approx(6.4) and math.isnan(trace.cost(0.5))
+
+    # Virtual nodes' own timings are not a device's: the same rounds costed with given client costs.
+    given = ClientCosts(compute_s=[0.1, 0.2, 0.3], comm_s=[2.0, 1.0, 4.0], compute_j=[1e-3] * 3, comm_j=[2e-2] * 3)
+    costed = trace.costed(given)
+    assert [(r.clients, r.loss) for r in costed.rounds] == [(r.clients, r.loss) for r in trace.rounds]
+    assert [r.time_s for r in costed.rounds] == pytest.approx([max(0.4 + 2.0, 1.2 + 4.0), 0.8 + 1.0])
+    assert costed.energy_j == pytest.approx(3 * (4e-3 + 2e-2)) and costed.reached
+    assert trace.recost(given) == pytest.approx((costed.time_s, costed.energy_j))
