@@ -144,7 +144,7 @@ def main() -> None:
     pilots = estimate(lambda k, e, target, rounds, seed: sim.run(k, e, target=target, max_rounds=rounds, seed=seed),
                       n, optimum=optimum, gap=pilot_gap, seeds=range(args.seeds))  # fmt: skip
     b = pilots.bound
-    print(f"pilots at gap {pilot_gap:g}: A0 {b.a0:.3g}, A1 {b.a1:.3g}, B0 {b.b0:.3g}, C0 {b.c0:.3g}, misfit "
+    print(f"pilots at gap {pilot_gap:g}: A0 {b.a0:.3g}, A1 {b.a1:.3g}, B0 {b.b0:.3g}, C0 {b.c0:.3g}, K = 1 x {b.solo:.3g}, misfit "
           f"{pilots.residual:.0%}; spent {pilots.spent(0):,.0f} s, {pilots.spent(1):,.2f} J")  # fmt: skip
 
     grid_e = [int(e) for e in args.grid_e.split(",")]

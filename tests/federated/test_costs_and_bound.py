@@ -75,6 +75,7 @@ def test_costs_round_trip_through_a_dict():
         (lambda: ConvergenceBound(-1.0, 1.0, 5), "A0 = -1.0"),
         (lambda: ConvergenceBound(0.0, 0.0, 5), "one > 0"),
         (lambda: ConvergenceBound(1.0, 1.0, 5).rounds(2, 3, 0.0), "ε = 0.0"),
+        (lambda: ConvergenceBound(1.0, 1.0, 5, solo=0.0), "K = 1 factor 0.0"),
     ],
 )
 def test_bad_inputs_are_usage_errors(make, message):
@@ -90,3 +91,6 @@ def test_rounds_follow_the_formula():
     assert sampling_factor(1, 1) == pytest.approx(1.0)
     grid = bound.rounds(np.array([[1], [11]]), np.array([[1, 2, 3]]), 0.5)
     assert grid.shape == (2, 3) and (grid[0] > grid[1]).all()  # more clients per round, fewer rounds
+    solo = ConvergenceBound(a0=4.0, b0=0.5, clients=11, solo=1.5)  # K = 1's own factor, nowhere else
+    both = solo.rounds(np.array([[1], [2]]), np.array([[1, 4]]), 0.5) / bound.rounds(np.array([[1], [2]]), np.array([[1, 4]]), 0.5)
+    assert both.ravel().tolist() == pytest.approx([1.5, 1.5, 1.0, 1.0])

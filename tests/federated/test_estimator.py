@@ -30,6 +30,22 @@ def test_constants_come_back_from_rounds_the_model_predicts():
     assert residual < 0.01
 
 
+def test_pilots_at_k1_scale_the_formula_at_k1_alone():
+    from dataclasses import replace
+
+    gap, pairs = 0.01, [*pilot_settings(20), (1, 10)]
+    for solo in (1.0, 1.4):
+        truth = ConvergenceBound(a0=40.0, b0=0.2, clients=20, a1=8.0, c0=1.5, solo=solo)
+        pilots = [_trace(k, e, int(round(float(truth.rounds(k, e, gap))))) for k, e in pairs]
+        fitted, _ = fit_bound(pilots, 20, gap)
+        assert fitted.solo == pytest.approx(solo, abs=0.02) if solo == 1.0 else fitted.solo > 1.15
+        solo_pilots = [p for p in pilots if p.clients_per_round == 1]
+        assert sum(float(fitted.rounds(1, p.iterations, gap)) for p in solo_pilots) == \
+            pytest.approx(sum(len(p.rounds) for p in solo_pilots))  # fmt: skip
+        plain = replace(fitted, solo=1.0)  # every other K keeps the formula as fitted
+        assert fitted.rounds(2, 7, gap) == plain.rounds(2, 7, gap) and fitted.rounds(1, 7, gap) > 0
+
+
 def test_the_two_constant_form_is_recovered_as_c0_equal_to_b0():
     truth = ConvergenceBound(a0=40.0, b0=0.3, clients=20)
     pairs = [*pilot_settings(20), (5, 10)]

@@ -34,6 +34,8 @@ def register(sub) -> None:
     plan.add_argument("--b0", type=float, required=True, help="convergence constant B0 (drift)")
     plan.add_argument("--a1", type=float, default=0.0, help="convergence constant A1 (default 0)")
     plan.add_argument("--c0", type=float, help="convergence constant C0 (sampling variance; default B0)")
+    plan.add_argument("--solo", type=float, default=1.0,
+                      help="K = 1's rounds relative to the formula (from 'mlgauge fl estimate'; default 1)")
     _objective_args(plan)
     plan.add_argument("--surface", type=Path, metavar="CSV", help="also write the predicted cost of every (K, E)")
     plan.set_defaults(handler=execute_plan)
@@ -204,7 +206,7 @@ def execute_plan(args) -> int:
 
     gamma = check_gamma(args.gamma)
     costs = _costs(args, time_only=gamma == 0)
-    chosen = plan(costs, ConvergenceBound(args.a0, args.b0, args.clients, a1=args.a1, c0=args.c0), gamma=gamma, epsilon=args.epsilon,
+    chosen = plan(costs, ConvergenceBound(args.a0, args.b0, args.clients, a1=args.a1, c0=args.c0, solo=args.solo), gamma=gamma, epsilon=args.epsilon,
                   max_iterations=args.max_iterations)  # fmt: skip
     if args.surface is not None:
         _write_surface(args.surface, chosen)
@@ -333,7 +335,8 @@ def execute_estimate(args) -> int:
                        "yes" if p.reached else "[red]no[/red]", f"{p.time_s:,.1f} s", _joules(p.energy_j))  # fmt: skip
     console.print(pilots)
     b = fitted.bound
-    console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g} (misfit {fitted.residual:.0%}); "
+    console.print(f"A0 = {b.a0:.4g}, A1 = {b.a1:.4g}, B0 = {b.b0:.4g}, C0 = {b.c0:.4g}, K = 1 × {b.solo:.3g} "
+                  f"(misfit {fitted.residual:.0%}); "
                   f"the pilots cost {fitted.spent(0.0):,.1f} s and {_joules(fitted.spent(1.0))}")  # fmt: skip
     if measuring:
         console.print(f"client costs as measured by the SuperNodes{'' if gamma > 0 else ' (time only)'}; "

@@ -17,7 +17,7 @@ of the fit. What the pilots spent is reported with the estimate: the sampling is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import nnls
@@ -84,11 +84,17 @@ def fit_bound(traces: Sequence[Trace], clients: int, gap: float) -> tuple[Conver
     lhs = np.array([len(t.rounds) for t in reached], dtype=np.float64) * gap * e
     design = np.stack([np.ones_like(e), e, e**2, q * e**2], axis=1)
     constants, _ = nnls(design / lhs[:, None], np.ones_like(lhs))
-    residual = float(np.sqrt(np.mean((design @ constants / lhs - 1.0) ** 2)))
     if not constants.any():
         raise UsageError("the pilot runs fit every constant to 0", hint="Run pilots at more (K, E) settings")
     a0, a1, b0, c0 = (float(c) for c in constants)
-    return ConvergenceBound(a0, b0, clients, a1=a1, c0=c0), residual
+    bound = ConvergenceBound(a0, b0, clients, a1=a1, c0=c0)
+    # K = 1 is the one setting without averaging, which the formula misjudges: its own pilots scale it.
+    solo = [(len(t.rounds), float(bound.rounds(1, t.iterations, gap))) for t in reached if t.clients_per_round == 1]
+    if solo and len(shapes) > len({(1, t.iterations) for t in reached if t.clients_per_round == 1}):
+        bound = replace(bound, solo=sum(m for m, _ in solo) / sum(f for _, f in solo))
+    measured = np.array([len(t.rounds) for t in reached], dtype=np.float64)
+    fitted = np.array([bound.rounds(t.clients_per_round, t.iterations, gap) for t in reached], dtype=np.float64)
+    return bound, float(np.sqrt(np.mean((fitted / measured - 1.0) ** 2)))
 
 
 def estimate(run: PilotRunner, clients: int, *, optimum: float, gap: float,
