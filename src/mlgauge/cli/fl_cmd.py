@@ -290,14 +290,14 @@ def execute_estimate(args) -> int:
         task = bar.add_task("pilot runs")
         deployment = stack.enter_context(_local_runs(args, bar, task)) if args.flower else None
 
+        def on_flower(trace: dict):
+            return as_trace(trace) if measuring else as_trace(trace).costed(sim.costs)
+
         def pilot(k: int, e: int, target: float, rounds: int, seed: int):
             bar.update(task, description=f"pilot K={k} E={e} seed {seed}")
             if deployment is not None:
                 return on_flower(deployment.run(k, e, target_loss=target, max_rounds=rounds, seed=seed))
             return sim.run(k, e, target=target, max_rounds=rounds, seed=seed)
-
-        def on_flower(trace: dict):
-            return as_trace(trace) if measuring else as_trace(trace).costed(sim.costs)
 
         fitted = estimate(pilot, args.clients, optimum=optimum, gap=args.pilot_gap or 2 * args.epsilon,
                           seeds=range(args.seeds), max_rounds=args.pilot_rounds)  # fmt: skip

@@ -81,19 +81,21 @@ def fit_bound(traces: Sequence[Trace], clients: int, gap: float) -> tuple[Conver
                          hint="Loosen the pilot target (--pilot-gap) or allow more pilot rounds")  # fmt: skip
     e = np.array([t.iterations for t in reached], dtype=np.float64)
     q = sampling_variance(clients, [t.clients_per_round for t in reached])
-    lhs = np.array([len(t.rounds) for t in reached], dtype=np.float64) * gap * e
+    measured = np.array([len(t.rounds) for t in reached], dtype=np.float64)
+    lhs = measured * gap * e
     design = np.stack([np.ones_like(e), e, e**2, q * e**2], axis=1)
     constants, _ = nnls(design / lhs[:, None], np.ones_like(lhs))
     if not constants.any():
         raise UsageError("the pilot runs fit every constant to 0", hint="Run pilots at more (K, E) settings")
     a0, a1, b0, c0 = (float(c) for c in constants)
     bound = ConvergenceBound(a0, b0, clients, a1=a1, c0=c0)
-    # K = 1 is the one setting without averaging, which the formula misjudges: its own pilots scale it.
-    solo = [(len(t.rounds), float(bound.rounds(1, t.iterations, gap))) for t in reached if t.clients_per_round == 1]
-    if solo and len(shapes) > len({(1, t.iterations) for t in reached if t.clients_per_round == 1}):
-        bound = replace(bound, solo=sum(m for m, _ in solo) / sum(f for _, f in solo))
-    measured = np.array([len(t.rounds) for t in reached], dtype=np.float64)
-    fitted = np.array([bound.rounds(t.clients_per_round, t.iterations, gap) for t in reached], dtype=np.float64)
+    fitted = design @ constants / (gap * e)  # the formula's rounds at each pilot
+    # K = 1 is the one setting without averaging, which the formula misjudges: its own pilots scale it
+    # (unless they are all the formula was fitted to).
+    solo = np.array([t.clients_per_round == 1 for t in reached])
+    if solo.any() and not solo.all():
+        bound = replace(bound, solo=float(measured[solo].sum() / fitted[solo].sum()))
+        fitted[solo] *= bound.solo
     return bound, float(np.sqrt(np.mean((fitted / measured - 1.0) ** 2)))
 
 

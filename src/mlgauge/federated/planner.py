@@ -108,8 +108,8 @@ def _iterations_bound(costs: ClientCosts, bound: ConvergenceBound, gamma: float,
     """The largest E whose cost can still be <= ``best``, from the lower bound L(E) above."""
     # K = 1's factor, where it is below 1, lowers the least rounds any (K, E) can need.
     shrink = min(1.0, bound.solo)
-    p = (1.0 - gamma) * costs.compute_s.mean() * shrink + gamma * costs.compute_j.mean() * shrink
-    q = (1.0 - gamma) * costs.comm_s.mean() * shrink + gamma * costs.comm_j.mean() * shrink
+    p = shrink * ((1.0 - gamma) * costs.compute_s.mean() + gamma * costs.compute_j.mean())
+    q = shrink * ((1.0 - gamma) * costs.comm_s.mean() + gamma * costs.comm_j.mean())
     if p > 0:  # the largest root of B0·E² + A1·E + A0 - best·ε/p = 0
         a, b, c = bound.b0, bound.a1, bound.a0 - best * epsilon / p
         if a > 0:

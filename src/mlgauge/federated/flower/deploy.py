@@ -101,7 +101,12 @@ def run_config_text(config: dict) -> str:
         raise UsageError(f"unknown run-config keys {', '.join(unknown)}", hint=f"Known: {', '.join(RUN_CONFIG)}")
     # Flower checks each override against the default's type: a float stays a float.
     typed = {key: float(value) if isinstance(RUN_CONFIG[key], float) else value for key, value in config.items()}
-    return " ".join(f"{key}={_toml_value(value)}" for key, value in typed.items())
+    return _assignments(typed)
+
+
+def _assignments(values: dict) -> str:
+    """``key=value ...`` with TOML values: how Flower's run, node and federation configs are overridden."""
+    return " ".join(f"{key}={_toml_value(value)}" for key, value in values.items())
 
 
 class _Processes:
@@ -230,7 +235,7 @@ def local_federation(nodes: list[Node], workdir: Path, *, simulation: bool = Fal
                 config = {"partition-id": node.partition, "num-partitions": len(nodes), **node.extra_config}
                 processes.start(f"supernode-{node.partition}", [
                     _bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
-                    "--port", str(free_port()), "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in config.items())])  # fmt: skip
+                    "--port", str(free_port()), "--node-config", _assignments(config)])  # fmt: skip
             yield f"127.0.0.1:{port}"
             processes.check_alive()
         finally:
@@ -254,7 +259,7 @@ def run_app(address: str, config: dict, workdir: Path, *, insecure: bool = True,
     argv = [_bin("flwr"), "run", str(app), _CONNECTION, "--stream",
             "--run-config", run_config_text({**config, "output": str(output)})]  # fmt: skip
     if simulation:
-        argv += ["--federation-config", " ".join(f"{key}={_toml_value(value)}" for key, value in simulation.items())]
+        argv += ["--federation-config", _assignments(simulation)]
     log_path = workdir / "logs" / "flwr-run.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log, terminate_as_interrupt():
