@@ -55,8 +55,9 @@ def main() -> None:
         image = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, norm=norm,
                           extent=(-0.5, len(ks) - 0.5, -0.5, len(es) - 0.5))  # fmt: skip
 
-        def at(k: int, e: int, ks: list[int] = ks, es: list[int] = es) -> tuple[int, int]:
-            return ks.index(k), es.index(e)
+        def at(k: int, e: int, ks: list[int] = ks, es: list[int] = es) -> tuple[float, float]:
+            # A plan may choose an E between the grid's rows: drawn where it falls between them.
+            return float(np.interp(k, ks, range(len(ks)))), float(np.interp(e, es, range(len(es))))
 
         fixed_k = max(1, round(0.1 * max(ks)))
         for e in row["fixed"]:
@@ -64,11 +65,11 @@ def main() -> None:
                 ax.plot(*at(fixed_k, int(e)), "x", color="white", markersize=7, mew=2)
         ax.plot(*at(*row["grid_best"]), "*", color="gold", markersize=15, markeredgecolor="black")
         k, e = row["plan"]
-        if e in es:
-            ax.plot(*at(k, e), "o", markerfacecolor="none", markeredgecolor="red", markersize=11, mew=2)
+        ax.plot(*at(k, e), "o", markerfacecolor="none", markeredgecolor="red", markersize=11, mew=2)
         ax.set_title(f"γ = {row['gamma']:g}, communication ×{row['comm_scale']:g}\n"
                      f"plan K={k} E={e}: {row['vs_best']:+.0%} vs best", fontsize=9)  # fmt: skip
-        ax.set_xticks(range(0, len(ks), 2), [str(v) for v in ks[::2]], fontsize=7)
+        step = max(1, math.ceil(len(ks) / 12))
+        ax.set_xticks(range(0, len(ks), step), [str(v) for v in ks[::step]], fontsize=7)
         ax.set_yticks(range(len(es)), [str(v) for v in es], fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("clients per round K")
