@@ -89,8 +89,9 @@ def test_forward_is_the_sum_of_the_mapped_floats(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("mode", "weighted"), [("sum", False), ("sum", True), ("mean", False)])
-def test_it_is_nn_embedding_bag_over_the_implied_table(backend, mode, weighted):
-    emb = table(50, 10, 83, 4, backend, table_offset=9, mode=mode)
+@pytest.mark.parametrize(("dim", "block", "size"), [(10, 4, 83), (44, 44, 301)])  # blocks of several vectors
+def test_it_is_nn_embedding_bag_over_the_implied_table(backend, mode, weighted, dim, block, size):
+    emb = table(50, dim, size, block, backend, table_offset=9, mode=mode)
     dense = nn.EmbeddingBag.from_pretrained(dense_equivalent(emb), freeze=False, mode=mode)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 50, (11,), generator=g)
@@ -103,8 +104,8 @@ def test_it_is_nn_embedding_bag_over_the_implied_table(backend, mode, weighted):
     grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
     (grad_m,) = torch.autograd.grad(out, emb.weight, grad_out)
     (grad_dense,) = torch.autograd.grad(expect, dense.weight, grad_out)
-    locations = robe_locations(torch.arange(50), 10, 4, 83, emb.hash, 9)
-    scattered = torch.zeros(83, dtype=torch.float64).index_add_(
+    locations = robe_locations(torch.arange(50), dim, block, size, emb.hash, 9)
+    scattered = torch.zeros(size, dtype=torch.float64).index_add_(
         0, locations.reshape(-1), grad_dense.reshape(-1)
     )
     torch.testing.assert_close(grad_m, scattered, rtol=1e-12, atol=1e-14)
