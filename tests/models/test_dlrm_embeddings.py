@@ -95,3 +95,25 @@ def test_robe_reads_every_feature_from_one_shared_array_in_one_call():
     torch.testing.assert_close(out, per_table)
     out.sum().backward()
     assert emb.tables[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", ["robe", "hashing", "qr"])
+def test_every_choice_exports_to_onnx_as_gathers_and_sums_not_loops(kind, tmp_path):
+    # embedding_bag exports as a loop over bags, ~60x slower in ONNX Runtime on DLRM's features
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    choice = EmbeddingChoice(kind=kind, robe_bytes=4 * 512, block_size=3, compression=10)
+    torch.manual_seed(0)
+    emb = build_embeddings(choice, ROWS, HOTS, DIM).eval()
+    program = torch.onnx.export(emb, (_ids(2),), input_names=["sparse"], dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                                dynamo=True, verbose=False)  # fmt: skip
+    path = tmp_path / "embeddings.onnx"
+    program.save(str(path))
+    graph = onnx.load(str(path))
+    ops = {n.op_type for n in graph.graph.node} | {n.op_type for f in graph.functions for n in f.node}
+    assert "Loop" not in ops and ops & {"Gather", "GatherND"}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sparse = _ids(9)
+    (got,) = session.run(None, {"sparse": sparse.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), emb(sparse), rtol=1e-5, atol=1e-6)
