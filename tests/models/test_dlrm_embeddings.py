@@ -99,7 +99,7 @@ def test_robe_reads_every_feature_from_one_shared_array_in_one_call():
 
 @pytest.mark.parametrize("kind", ["robe", "hashing", "qr"])
 def test_every_choice_exports_to_onnx_as_gathers_and_sums_not_loops(kind, tmp_path):
-    # embedding_bag exports as a loop over bags, ~60x slower in ONNX Runtime on DLRM's features
+    # embedding_bag exports as a loop over bags: the DLRM stand-in ran 20x slower in ONNX Runtime
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     choice = EmbeddingChoice(kind=kind, robe_bytes=4 * 512, block_size=3, compression=10)
