@@ -38,6 +38,9 @@ from mlgauge.tensors import TensorSpec
 BENCHMARKS = ("dlrm-v2-99", "dlrm-v2-99.9")
 # Bump when the generator, the stand-in model or its training changes, so stale caches are rebuilt.
 STANDIN_VERSION = "v1"
+# Part of the stand-in's export cache key: bump it when the traced graph changes (not the weights),
+# so cached .onnx/.pte files are rebuilt. 2: ROBE pools fixed-width bags by a gather and a sum.
+DLRM_GRAPH_REVISION = 2
 STANDIN_SPLITS = {"train": 131_072, "val": 16_384}
 STANDIN_TABLE_CAP = 1_024  # rows per stand-in table: min(MLPerf's rows, this)
 STANDIN_BATCH = 512
@@ -271,7 +274,7 @@ class DlrmTask(StandinTask):
             name="dlrm-v2-small",
             inputs=input_specs(config.sparse_width),
             outputs=(OUTPUT,),
-            cache_key=f"{self.cache.name}-synthetic-{STANDIN_VERSION}-{file_digest(weights)}",
+            cache_key=f"{self.cache.name}-synthetic-{STANDIN_VERSION}-g{DLRM_GRAPH_REVISION}-{file_digest(weights)}",
             build=build,
             weights_path=weights,
             calibration=calibration,
