@@ -111,8 +111,9 @@ def train(model, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray,
           progress: Callable[[float], None] | None = None, *, batch: int = STANDIN_BATCH, lr: float = STANDIN_LR,
           epochs: int = 1, after_epoch: Callable[[int], None] | None = None, seed: int = 0):
     """Adam with one one-cycle schedule over ``epochs`` passes of shuffled impressions (the order drawn
-    from ``seed``); ``after_epoch(e)`` runs after pass ``e`` (1-based), e.g. to score the model. MLPerf trains DLRM-v2 one epoch: a second
-    pass mostly memorizes rare categories, though a compressed table may need it."""  # fmt: skip
+    from ``seed``); ``after_epoch(e)`` runs after pass ``e`` (1-based), e.g. to score the model. MLPerf
+    trains DLRM-v2 one epoch: a second pass mostly memorizes rare categories, though a compressed
+    table may need it."""
     import torch
 
     torch.manual_seed(seed)
